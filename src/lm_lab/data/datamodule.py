@@ -1,0 +1,214 @@
+"""`TextDataModule`: one source, one tokenizer, one task -> the train/val/test dataloaders.
+
+classify: labelled examples, right-padded batches {"input_ids", "pad_mask", "labels"}.
+generate: token streams cut into windows {"input_ids", "targets"}; labels, if any, are ignored.
+"""
+
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from lm_lab.data.classification import ClassificationDataset, collate, label_names_of
+from lm_lab.data.language_modeling import (
+    EvalWindows,
+    RandomWindows,
+    TokenStream,
+    WindowBatches,
+    token_stream,
+)
+from lm_lab.data.split import Split
+from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.utils.errors import ConfigError
+
+TASKS = ("classify", "generate")
+LABELLED_DATA = "csv/jsonl/pydoc/sst2/ag_news"
+
+
+def check_count(key: str, value: Any, minimum: int = 1, optional: bool = False) -> None:
+    """Counts in the config must be integers >= minimum (or null where optional)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        hint = " or null" if optional else ""
+        raise ConfigError(f"data.{key}={value!r}: must be an integer >= {minimum}{hint}")
+
+
+class TextDataModule(L.LightningDataModule):
+    """Loads the source once, fits the tokenizer on the training texts unless it arrives fitted
+    (e.g. from a pretrained checkpoint), and builds the datasets of `task`.
+
+    After `setup()`: `tokenizer`, `label_names` (None for generate), `stats` (flat counts such as
+    "train/examples", "validation/dropped_empty_text"), `chars_per_token` (of the validation
+    stream, for bits per character; None for classify) and the dataloaders. Without a test split,
+    testing uses validation (`test_split` says which).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        tokenizer: Tokenizer,
+        task: str,
+        batch_size: int = 32,
+        max_length: int = 256,
+        block_size: int = 128,
+        train_windows_per_epoch: int = 2000,
+        eval_windows: int | None = None,
+        max_train_examples: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        root: str | None = None,  # the source's folder, if any; named in messages
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ConfigError(f"task={task!r}: the data layer builds one of {', '.join(TASKS)}")
+        for key, value in (("batch_size", batch_size), ("max_length", max_length)):
+            check_count(key, value)
+        check_count("block_size", block_size)
+        check_count("train_windows_per_epoch", train_windows_per_epoch)
+        check_count("eval_windows", eval_windows, optional=True)
+        check_count("max_train_examples", max_train_examples, optional=True)
+        check_count("num_workers", num_workers, minimum=0)
+        self.source, self.tokenizer, self.task = source, tokenizer, task
+        self.batch_size, self.max_length, self.block_size = batch_size, max_length, block_size
+        self.train_windows_per_epoch, self.eval_windows = train_windows_per_epoch, eval_windows
+        self.max_train_examples, self.num_workers, self.seed = max_train_examples, num_workers, seed
+        self.root = root
+        self.label_names: list[str] | None = None
+        self.stats: dict[str, int] = {}
+        self.chars_per_token: float | None = None
+        self.test_split = "test"
+        self._datasets: dict[str, Dataset] = {}
+
+    # ---- setup ---------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Idempotent: the first call does the work for every stage."""
+        if self._datasets:
+            return
+        splits = self._load()
+        if not self.tokenizer.is_fitted:
+            self.tokenizer.fit(splits["train"].texts)
+        if self.task == "classify":
+            self._build_classification(splits)
+        else:
+            self._build_language_modeling(splits)
+        self._report()
+
+    def _load(self) -> dict[str, Split]:
+        splits = self.source.load()
+        for required in ("train", "validation"):
+            if required not in splits:
+                raise ConfigError(f"data={self._name()}: the source has no {required} split")
+        if "test" not in splits:
+            self.test_split = "validation"
+            self.stats["test/from_validation"] = 1
+            rank_zero_info(f"data={self._name()} has no test split: testing on validation")
+        if self.task == "classify" and not splits["train"].has_labels:
+            raise ConfigError(
+                f"task=classify needs labelled data: data={self._name()} has no labels; "
+                f"use data={LABELLED_DATA} or task=generate"
+            )
+        for name, split in splits.items():
+            self.stats |= {f"{name}/{key}": n for key, n in split.stats.items()}
+        return splits
+
+    def _build_classification(self, splits: dict[str, Split]) -> None:
+        self.label_names = label_names_of(splits["train"])
+        if len(self.label_names) < 2:
+            raise ConfigError(
+                f"{splits['train'].origin}: classification needs at least 2 labels in the "
+                f"training split, found {self.label_names}; check data.source.label_column"
+            )
+        self.stats["train/labels"] = len(self.label_names)
+        for name, split in splits.items():
+            budget = self.max_train_examples if name == "train" else None
+            dataset = ClassificationDataset.from_split(
+                split, name, self.tokenizer, self.label_names, self.max_length, budget
+            )
+            if len(dataset) == 0:
+                raise ConfigError(
+                    f"{split.origin}: no labelled, non-empty texts in the {name} split"
+                )
+            self._datasets[name] = dataset
+            self.stats |= {f"{name}/{key}": n for key, n in dataset.stats.items()}
+
+    def _build_language_modeling(self, splits: dict[str, Split]) -> None:
+        streams = {
+            name: token_stream(split.texts, self.tokenizer) for name, split in splits.items()
+        }
+        for name, stream in streams.items():
+            self._check_stream(name, stream, splits[name].origin)
+            self.stats |= {f"{name}/tokens": len(stream.ids), f"{name}/chars": stream.n_chars}
+        self._datasets["train"] = WindowBatches(streams["train"].ids, self.block_size)
+        self.stats["train/windows_per_epoch"] = self.train_windows_per_epoch
+        for name in [name for name in streams if name != "train"]:
+            windows = EvalWindows(
+                streams[name].ids, self.block_size, self.batch_size, self.eval_windows
+            )
+            self._datasets[name] = windows
+            self.stats[f"{name}/windows"] = windows.n_windows
+        self.chars_per_token = streams["validation"].chars_per_token
+
+    def _check_stream(self, name: str, stream: TokenStream, origin: str) -> None:
+        if len(stream.ids) < self.block_size + 1:
+            raise ConfigError(
+                f"data.block_size={self.block_size}: the {name} split ({origin}) has only "
+                f"{len(stream.ids)} tokens; lower data.block_size below {len(stream.ids)}"
+            )
+
+    def _name(self) -> str:
+        name = getattr(self.source, "name", type(self.source).__name__)
+        return f"{name} ({self.root})" if self.root else name
+
+    def _report(self) -> None:
+        counts = ", ".join(f"{key}={n}" for key, n in self.stats.items())
+        rank_zero_info(f"data={self._name()} task={self.task} tokenizer={self.tokenizer}: {counts}")
+
+    # ---- dataloaders ---------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        dataset = self._datasets["train"]
+        if self.task == "classify":
+            return self._loader(dataset, shuffle=True)
+        sampler = RandomWindows(
+            len(dataset.stream),
+            self.block_size,
+            self.batch_size,
+            self.train_windows_per_epoch,
+            self.seed,
+        )
+        return self._loader(dataset, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self._datasets["validation"])
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self._datasets[self.test_split])
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False, **kwargs: Any) -> DataLoader:
+        """LM datasets yield whole batches (batch_size=None); classification ones are batched
+        and padded here. A seeded generator fixes shuffling and worker seeds."""
+        batching: dict[str, Any] = (
+            {
+                "batch_size": self.batch_size,
+                "collate_fn": partial(collate, pad_id=self.tokenizer.pad_id),
+            }
+            if self.task == "classify"
+            else {"batch_size": None}
+        )
+        return DataLoader(
+            dataset,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **batching,
+            **kwargs,
+        )

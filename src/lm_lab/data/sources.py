@@ -1,0 +1,194 @@
+"""Sources load raw splits: `load() -> {"train": Split, "validation": Split[, "test": Split]}`.
+
+File sources read a folder (`data.root`) holding one file per split; the test file is optional
+and, when absent, the datamodule tests on validation and says so. `PydocCorpus`, the built-in
+offline corpus, lives in its own module and is re-exported here so every source has one address.
+"""
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lm_lab.data.pydoc_corpus import PydocCorpus
+from lm_lab.data.split import Split
+from lm_lab.utils.errors import ConfigError
+
+__all__ = ["CsvFiles", "JsonlFiles", "PydocCorpus", "Split", "TextFiles"]
+
+Row = tuple[str, dict[str, Any]]  # (location for messages, e.g. "file.jsonl:12", the record)
+
+
+def split_files(root: str | Path, names: dict[str, str | None]) -> dict[str, Path]:
+    """Paths of the splits named in `names`; train and validation must exist, test may not."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"data.root={root}: no such folder; set data.root to the data folder")
+    paths = {}
+    for split, name in names.items():
+        if name is None:
+            continue
+        path = folder / name
+        if path.is_file():
+            paths[split] = path
+        elif split != "test":
+            raise ConfigError(
+                f"data.root={root}: {path} not found; put the {split} file there "
+                f"or set data.source.{split} to its name"
+            )
+    return paths
+
+
+def read_utf8(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # newline="": keep \r\n as is
+            return f.read()
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); re-save the file as UTF-8"
+        ) from err
+
+
+class TextFiles:
+    """Plain text for language modelling: each split is one file, and each file one text."""
+
+    name = "text"
+
+    def __init__(
+        self,
+        root: str | Path,
+        train: str = "train.txt",
+        validation: str = "validation.txt",
+        test: str | None = None,
+    ) -> None:
+        self.root = root
+        self.names = {"train": train, "validation": validation, "test": test}
+
+    def load(self) -> dict[str, Split]:
+        paths = split_files(self.root, self.names)
+        if self.names["test"] is not None and "test" not in paths:
+            raise ConfigError(
+                f"data.source.test={self.names['test']}: not found in {self.root}; "
+                "fix the name or set data.source.test=null to test on validation"
+            )
+        return {split: self._read(path) for split, path in paths.items()}
+
+    @staticmethod
+    def _read(path: Path) -> Split:
+        text = read_utf8(path)
+        if not text.strip():
+            raise ConfigError(f"{path}: the file is empty; give it some text")
+        return Split([text], None, origin=str(path), stats={"read": 1, "chars": len(text)})
+
+
+class RecordFiles:
+    """Shared logic of the CSV and JSON-lines sources: one record per example, a text column and
+    an optional label column (None reads the texts only, e.g. for language modelling). File
+    names default to <split><suffix>; the test file is used when it exists."""
+
+    name = "records"
+    suffix = ""
+
+    def __init__(
+        self,
+        root: str | Path,
+        text_column: str = "text",
+        label_column: str | None = "label",
+        train: str | None = None,
+        validation: str | None = None,
+        test: str | None = None,
+    ) -> None:
+        self.root = root
+        self.text_column = text_column
+        self.label_column = label_column
+        self.names = {
+            "train": train or f"train{self.suffix}",
+            "validation": validation or f"validation{self.suffix}",
+            "test": test or f"test{self.suffix}",
+        }
+
+    def load(self) -> dict[str, Split]:
+        paths = split_files(self.root, self.names)
+        return {split: self.to_split(path, self.rows(path)) for split, path in paths.items()}
+
+    def rows(self, path: Path) -> Iterable[Row]:
+        raise NotImplementedError
+
+    def check_columns(self, where: str, columns: Iterable[Any]) -> None:
+        """Fail on the first record (or header) that lacks a configured column."""
+        columns = [c for c in columns if c is not None]
+        wanted = [("text_column", self.text_column), ("label_column", self.label_column)]
+        for key, column in wanted:
+            if column is not None and column not in columns:
+                raise ConfigError(
+                    f"data.source.{key}={column}: no such column in {where}; "
+                    f"columns found: {', '.join(map(str, columns)) or 'none'}"
+                )
+
+    def to_split(self, path: Path, rows: Iterable[Row]) -> Split:
+        """Texts and labels; empty or whitespace-only texts are dropped and counted, an empty
+        label becomes None (usable for language modelling, dropped by classification)."""
+        texts: list[str] = []
+        labels: list[str | None] = []
+        read = empty = 0
+        for where, record in rows:
+            read += 1
+            self.check_columns(where, record)
+            text = record[self.text_column]
+            if not str(text or "").strip():
+                empty += 1
+                continue
+            texts.append(str(text))
+            if self.label_column is not None:
+                label = record[self.label_column]
+                labels.append(None if label is None or str(label).strip() == "" else str(label))
+        stats = {"read": read, "dropped_empty_text": empty}
+        has_labels = self.label_column is not None
+        return Split(texts, labels if has_labels else None, origin=str(path), stats=stats)
+
+
+class CsvFiles(RecordFiles):
+    """CSV files with a header row (train.csv, validation.csv, optional test.csv)."""
+
+    name = "csv"
+    suffix = ".csv"
+
+    def rows(self, path: Path) -> Iterator[Row]:
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long texts are fine
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as f:
+                reader = csv.DictReader(f)
+                if not reader.fieldnames:
+                    raise ConfigError(f"{path}: empty file; it needs a header row, e.g. text,label")
+                self.check_columns(f"{path} (header)", reader.fieldnames)
+                for row, record in enumerate(reader, start=1):
+                    yield f"{path} (row {row})", record
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); re-save it as UTF-8"
+            ) from err
+        except csv.Error as err:
+            raise ConfigError(f"{path}: not valid CSV ({err}); check its quoting") from err
+
+
+class JsonlFiles(RecordFiles):
+    """JSON-lines files: one object per line (train.jsonl, validation.jsonl, optional test)."""
+
+    name = "jsonl"
+    suffix = ".jsonl"
+
+    def rows(self, path: Path) -> Iterator[Row]:
+        for line, raw in enumerate(read_utf8(path).splitlines(), start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{line}"
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise ConfigError(
+                    f"{where}: not valid JSON ({err.msg}); one object per line"
+                ) from err
+            if not isinstance(record, dict):
+                raise ConfigError(f'{where}: expected a JSON object like {{"text": ...}} per line')
+            yield where, record

@@ -1,0 +1,36 @@
+"""Token embedding -> encoder -> final norm: the part of a model that transfers between tasks."""
+
+import torch
+from torch import Tensor, nn
+
+from lm_lab.encoders.base import Encoder
+
+
+class Backbone(nn.Module):
+    """Turns token ids into contextual states (B, T, D) that any task head can read.
+
+    The pad token's embedding is zero and receives no gradient, so padding carries no learned
+    signal; the encoder's pad_mask is still what keeps it away from real positions.
+    """
+
+    def __init__(
+        self, encoder: Encoder, vocab_size: int, pad_id: int, emb_dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, encoder.d_model, padding_idx=pad_id)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        with torch.no_grad():
+            self.embed.weight[pad_id].zero_()
+        self.drop = nn.Dropout(emb_dropout)
+        self.encoder = encoder
+        self.norm = nn.LayerNorm(encoder.d_model)
+
+    @property
+    def d_model(self) -> int:
+        return self.encoder.d_model
+
+    def forward(
+        self, input_ids: Tensor, pad_mask: Tensor | None = None, causal: bool = False
+    ) -> Tensor:
+        x = self.drop(self.embed(input_ids))  # (B, T, D)
+        return self.norm(self.encoder(x, pad_mask, causal))  # (B, T, D)

@@ -1,0 +1,29 @@
+"""A stack of residual LSTM layers: order comes from recurrence, so it needs no positions."""
+
+from torch import Tensor, nn
+
+from lm_lab.encoders.base import Encoder
+from lm_lab.encoders.lstm import LSTMLayer
+
+
+class BiLSTMEncoder(Encoder):
+    """Stacked `LSTMLayer`s; bidirectional unless called causal or built bidirectional=False."""
+
+    def __init__(
+        self,
+        d_model: int = 128,
+        n_layers: int = 2,
+        dropout: float = 0.1,
+        bidirectional: bool = True,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.max_len = None
+        self.layers = nn.ModuleList(
+            LSTMLayer(d_model, dropout, bidirectional) for _ in range(n_layers)
+        )
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, pad_mask, causal)  # (B, T, D)
+        return x

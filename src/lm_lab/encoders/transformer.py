@@ -1,0 +1,61 @@
+"""A pre-norm Transformer encoder: attention masks the future when causal, padding when given."""
+
+from torch import Tensor, nn
+
+from lm_lab.encoders.attention import MLP, SelfAttention
+from lm_lab.encoders.base import Encoder
+from lm_lab.encoders.positions import Rotary, build_positions
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block, x + attn(ln1(x)) then x + mlp(ln2(x)): it trains stably at any depth."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        rope: Rotary | None = None,
+    ) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model, bias=bias)
+        self.attn = SelfAttention(d_model, n_heads, dropout, bias, rope)
+        self.ln2 = nn.LayerNorm(d_model, bias=bias)
+        self.mlp = MLP(d_model, d_ff, dropout, bias)
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        x = x + self.attn(self.ln1(x), pad_mask, causal)  # (B, T, D)
+        return x + self.mlp(self.ln2(x))  # (B, T, D)
+
+
+class TransformerEncoder(Encoder):
+    """A stack of pre-norm blocks; positions are added at the input or, for rope, in attention."""
+
+    def __init__(
+        self,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        positions: str = "sinusoidal",
+        max_len: int = 512,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.max_len = max_len if positions == "learned" else None
+        self.pos, rope = build_positions(positions, d_model, max_len)
+        self.layers = nn.ModuleList(
+            TransformerBlock(d_model, n_heads, d_ff or 4 * d_model, dropout, bias, rope)
+            for _ in range(n_layers)
+        )
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        if self.pos is not None:
+            x = self.pos(x)  # (B, T, D)
+        for layer in self.layers:
+            x = layer(x, pad_mask, causal)  # (B, T, D)
+        return x

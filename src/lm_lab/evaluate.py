@@ -1,0 +1,47 @@
+"""`run(cfg)` behind eval.py: rebuild model, tokenizer and data from a checkpoint and test it."""
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from lm_lab.utils.checkpoint import load_module
+from lm_lab.utils.config import apply_extras, instantiate_dict, print_config_tree, write_json
+from lm_lab.utils.errors import ConfigError
+
+SPLITS = ("test", "validation")
+
+
+def data_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
+    """The checkpoint's data config, or the one given on the command line resolved against the
+    checkpoint's task (so `task: ${task.name}` means the task the model was trained for)."""
+    if cfg.get("data") is None:
+        return saved.data
+    merged = OmegaConf.merge(saved, {"data": cfg.data, "paths": cfg.paths, "seed": cfg.seed})
+    return merged.data
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Tests `ckpt_path`; writes <run dir>/metrics.json and returns its content."""
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r} is not one of {SPLITS}")
+    apply_extras(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    module, saved = load_module(cfg.ckpt_path)
+    print_config_tree(saved)
+    datamodule = instantiate(data_config(cfg, saved), tokenizer=module.tokenizer)
+    datamodule.setup("test")
+    trainer = instantiate(cfg.trainer, logger=instantiate_dict(cfg.get("logger")) or False)
+    if cfg.split == "test":
+        trainer.test(module, datamodule=datamodule)
+    else:
+        trainer.validate(module, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+    out_dir = Path(cfg.paths.output_dir)
+    result = {"metrics": metrics, "ckpt_path": str(cfg.ckpt_path), "split": cfg.split}
+    write_json(out_dir / "metrics.json", result)
+    rank_zero_info(f"run dir: {out_dir}")
+    return result

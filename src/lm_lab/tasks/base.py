@@ -1,0 +1,98 @@
+"""The LightningModule every task builds on: optimizer, schedule and a self-contained checkpoint."""
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from lm_lab.encoders.backbone import Backbone
+
+
+def cosine_with_warmup(
+    step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float
+) -> float:
+    """Multiplier on the peak lr: linear warmup, then cosine decay to `min_lr_ratio`."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and embeddings only (as nanoGPT), never on biases or norm gains.
+    Frozen parameters are left out, so fine-tuning strategies need no optimizer of their own."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class TaskModule(L.LightningModule):
+    """Owns what all tasks share, so a task file holds only its head, loss and metrics."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        tokenizer: Any,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        name: str,
+        causal: bool,
+        monitor: str,
+        monitor_mode: str,
+        label_names: list[str] | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.optimizer_cfg = dict(optimizer)
+        self.scheduler_cfg = dict(scheduler)
+        self.task_name, self.causal = name, causal
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.label_names = list(label_names) if label_names else None
+        self.compile_backbone = compile
+        self.run_config: dict[str, Any] = {}  # the resolved run config, set by lm_lab.train.run
+
+    def configure_model(self) -> None:
+        if self.compile_backbone:
+            self.backbone.compile()  # in place: state-dict keys stay the same
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optimizer_cfg
+        fused = cfg.get("fused", "auto")
+        opt = torch.optim.AdamW(
+            param_groups(self, cfg["weight_decay"]),
+            lr=cfg["lr"],
+            betas=tuple(cfg.get("betas", (0.9, 0.99))),
+            fused=_fused_supported() if fused == "auto" else bool(fused),
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda step: cosine_with_warmup(
+                step,
+                self.scheduler_cfg.get("warmup_steps", 0),
+                total,
+                self.scheduler_cfg.get("min_lr_ratio", 0.1),
+            ),
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Everything eval.py and generate.py need travels inside the checkpoint."""
+        checkpoint["lm_lab"] = {
+            "config": self.run_config,
+            "tokenizer": self.tokenizer.to_json(),
+            "label_names": self.label_names,
+        }
+
+
+def _fused_supported() -> bool:
+    """Fused AdamW runs on CPU and CUDA since torch 2.4; one kernel per step instead of many."""
+    return tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)

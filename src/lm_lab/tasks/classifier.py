@@ -1,0 +1,98 @@
+"""Text classification: backbone -> pooled vector -> linear head, with accuracy and macro-F1."""
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from lm_lab.tasks.base import TaskModule
+from lm_lab.tasks.pooling import POOLINGS, pool
+
+
+class Classifier(TaskModule):
+    """Pools encoder states over non-pad tokens; reports acc and macro-F1 on val and test."""
+
+    def __init__(
+        self, *args: Any, pooling: str = "mean", head_dropout: float = 0.1, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.label_names:
+            raise ValueError("task=classify needs label names from the data (data has no labels)")
+        if pooling not in POOLINGS:
+            raise ValueError(f"task.pooling={pooling!r} is not one of {POOLINGS}")
+        self.pooling = pooling
+        n_classes = len(self.label_names)
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(self.backbone.d_model, n_classes)
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(n_classes, average="micro"),
+                "f1": MulticlassF1Score(n_classes, average="macro"),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.confusion = MulticlassConfusionMatrix(n_classes)
+
+    def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        h = self.backbone(input_ids, pad_mask, causal=self.causal)  # (B, T, D)
+        return self.head(self.head_dropout(pool(h, pad_mask, self.pooling)))  # (B, C)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = F.cross_entropy(self(batch["input_ids"], batch["pad_mask"]), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
+        logits = self(batch["input_ids"], batch["pad_mask"])  # (B, C)
+        loss = F.cross_entropy(logits, batch["labels"])
+        getattr(self, f"{stage}_loss").update(loss, weight=len(logits))
+        getattr(self, f"{stage}_metrics").update(logits, batch["labels"])
+        if stage == "test":
+            self.confusion.update(logits, batch["labels"])
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> None:
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss").compute(), prog_bar=True)
+        self.log_dict(getattr(self, f"{stage}_metrics").compute(), prog_bar=True)
+        getattr(self, f"{stage}_loss").reset()
+        getattr(self, f"{stage}_metrics").reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+        print_confusion(self.confusion.compute().cpu(), self.label_names)
+        self.confusion.reset()
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self(batch["input_ids"], batch["pad_mask"]).softmax(-1)  # (B, C)
+
+
+@rank_zero_only
+def print_confusion(matrix: torch.Tensor, label_names: list[str]) -> None:
+    """Rows are true labels, columns predictions: where the classifier confuses what."""
+    table = Table(title="test confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in label_names:
+        table.add_column(name[:10], justify="right")
+    for name, row in zip(label_names, matrix.tolist(), strict=True):
+        table.add_row(name, *(str(v) for v in row))
+    Console().print(table)

@@ -1,0 +1,56 @@
+"""Causal language modelling with the output head tied to the token embedding."""
+
+import math
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from lm_lab.tasks.base import TaskModule
+
+
+class LanguageModel(TaskModule):
+    """Next-token loss; validation and test report loss, perplexity and bits per character."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.causal:
+            raise ValueError("task=generate needs task.causal=true: a LM must not see the future")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        h = self.backbone(input_ids, pad_mask, causal=True)  # (B, T, D)
+        return h @ self.backbone.embed.weight.T  # (B, T, V): tied head
+
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        logits = self(batch["input_ids"], batch.get("pad_mask"))  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.val_loss.update(self.loss(batch), weight=(batch["targets"] != -100).sum())
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.test_loss.update(self.loss(batch), weight=(batch["targets"] != -100).sum())
+
+    def _log_epoch(self, stage: str) -> None:
+        """ppl and bpc come from the epoch's mean loss, not from averaging per-batch values."""
+        metric = getattr(self, f"{stage}_loss")
+        loss = metric.compute()
+        metric.reset()
+        self.log(f"{stage}/loss", loss, prog_bar=True)
+        self.log(f"{stage}/ppl", loss.exp())
+        chars_per_token = getattr(self.trainer.datamodule, "chars_per_token", None)
+        if chars_per_token:
+            self.log(f"{stage}/bpc", loss / math.log(2) / chars_per_token)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")

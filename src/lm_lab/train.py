@@ -1,0 +1,69 @@
+"""`run(cfg)`: the one place that ties data, model, trainer and evaluation together."""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from lm_lab.data.datamodule import TextDataModule
+from lm_lab.utils.checkpoint import build_module
+from lm_lab.utils.config import apply_extras, instantiate_dict, write_json
+
+
+def build_datamodule(cfg: DictConfig) -> TextDataModule:
+    """Data first: the tokenizer is fitted here and sizes the model."""
+    datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    return instantiate(
+        cfg.trainer,
+        callbacks=instantiate_dict(cfg.get("callbacks")),
+        logger=instantiate_dict(cfg.get("logger")) or False,
+    )
+
+
+def final_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; writes <run dir>/metrics.json and returns its content."""
+    apply_extras(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    started = time.perf_counter()
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.tokenizer, datamodule.label_names)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    trainer = build_trainer(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    datamodule.tokenizer.save(out_dir / "tokenizer.json")
+
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = final_metrics(trainer)
+    if cfg.get("test", True):
+        trainer.test(module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer))
+        metrics |= final_metrics(trainer)
+
+    result = {
+        "metrics": metrics,
+        "data": datamodule.stats,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "run_dir": str(out_dir),
+    }
+    write_json(out_dir / "metrics.json", result)
+    rank_zero_info(f"run dir: {out_dir}")
+    return result
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    """Test the best weights when a checkpoint was kept, else the weights in memory."""
+    callback = trainer.checkpoint_callback
+    return getattr(callback, "best_model_path", None) or None

@@ -1,0 +1,44 @@
+"""Reading lm_lab checkpoints: a Lightning checkpoint plus config, tokenizer and label names."""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lm_lab.data.tokenizers import from_json
+from lm_lab.encoders.backbone import Backbone
+from lm_lab.tasks.base import TaskModule
+from lm_lab.utils.errors import ConfigError
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Loads a checkpoint on the CPU and checks it carries lm_lab's own state."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={path}: no such file; pass a <run dir>/checkpoints/*.ckpt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated or foreign files fail in many ways
+        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({err})") from err
+    if "lm_lab" not in ckpt or "state_dict" not in ckpt:
+        raise ConfigError(f"ckpt_path={path}: not an lm_lab checkpoint (no config/tokenizer in it)")
+    return ckpt
+
+
+def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None) -> TaskModule:
+    """Encoder from cfg.model, wrapped in a Backbone sized by the tokenizer, under cfg.task."""
+    backbone = Backbone(instantiate(cfg.model), tokenizer.vocab_size, tokenizer.pad_id)
+    return instantiate(cfg.task, backbone=backbone, tokenizer=tokenizer, label_names=label_names)
+
+
+def load_module(path: str | Path) -> tuple[TaskModule, DictConfig]:
+    """Rebuilds the trained module from the checkpoint alone (no run dir, no data needed)."""
+    ckpt = read_checkpoint(path)
+    state = ckpt["lm_lab"]
+    cfg = OmegaConf.create(state["config"])
+    module = build_module(cfg, from_json(state["tokenizer"]), state["label_names"])
+    module.load_state_dict(ckpt["state_dict"])
+    module.run_config = state["config"]
+    return module.eval(), cfg

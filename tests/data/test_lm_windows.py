@@ -1,0 +1,67 @@
+"""LM windows: targets are inputs shifted by one, windows never cross the stream's end, and
+evaluation scores every token exactly once."""
+
+import torch
+from torch.utils.data import DataLoader
+
+from lm_lab.data.language_modeling import (
+    IGNORE,
+    EvalWindows,
+    RandomWindows,
+    WindowBatches,
+    token_stream,
+)
+from lm_lab.data.tokenizers import ByteTokenizer, CharTokenizer
+
+
+def test_stream_joins_texts_like_the_joined_string():
+    tok = CharTokenizer().fit(["ab\n"])
+    stream = token_stream(["ab", "ba", "a"], tok)
+    assert stream.ids.tolist() == tok.encode("ab\n\nba\n\na")
+    assert stream.n_chars == len("ab\n\nba\n\na") and stream.chars_per_token == 1.0
+    assert token_stream(["é"], ByteTokenizer()).chars_per_token == 0.5
+
+
+def test_random_windows_stay_inside_the_stream_and_shift_by_one():
+    stream = torch.arange(50)  # token i has id i, so positions are visible
+    block = 8
+    loader = DataLoader(
+        WindowBatches(stream, block), sampler=RandomWindows(50, block, 16, 2000), batch_size=None
+    )
+    seen_last = False
+    for batch in loader:
+        x, y = batch["input_ids"], batch["targets"]
+        assert x.shape == y.shape and x.shape[1] == block
+        assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, 0], x[:, 0] + 1)
+        assert int(y.max()) <= 49
+        seen_last |= bool((y[:, -1] == 49).any())
+    assert seen_last  # the last full window is drawn too
+    assert len(loader) == 125 and sum(len(b["input_ids"]) for b in loader) == 2000
+
+
+def test_random_windows_are_reproducible_per_epoch_and_differ_across_epochs():
+    def starts(epoch: int, seed: int = 0) -> list:
+        sampler = RandomWindows(1000, 16, 4, 12, seed=seed)
+        sampler.set_epoch(epoch)
+        return [s.tolist() for s in sampler]
+
+    assert starts(0) == starts(0) and starts(0) != starts(1) and starts(0) != starts(0, seed=1)
+
+
+def test_eval_windows_cover_every_target_once():
+    stream = torch.arange(103)  # 102 targets, block 10: 10 full windows + an end-aligned one
+    windows = EvalWindows(stream, block_size=10, batch_size=4)
+    assert windows.n_windows == 11 and len(windows) == 3
+    batches = list(DataLoader(windows, batch_size=None))
+    targets = torch.cat([b["targets"] for b in batches])
+    inputs = torch.cat([b["input_ids"] for b in batches])
+    scored = targets[targets != IGNORE]
+    assert sorted(scored.tolist()) == list(range(1, 103))  # each target exactly once
+    kept = targets != IGNORE
+    assert torch.equal(targets[kept], (inputs + 1)[kept])
+
+
+def test_eval_windows_cap_is_an_even_spread():
+    windows = EvalWindows(torch.arange(1001), block_size=10, batch_size=8, max_windows=5)
+    first_inputs = windows.inputs[:, 0].tolist()
+    assert windows.n_windows == 5 and first_inputs[0] == 0 and first_inputs[-1] == 990

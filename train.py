@@ -1,0 +1,29 @@
+"""Train any encoder on any task: `python train.py model=bilstm task=generate`."""
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without `pip install -e .`
+
+from lm_lab.utils.entry import guarded  # noqa: E402
+from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from lm_lab.train import run
+
+    result = guarded(run, cfg)
+    return result["metrics"].get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
