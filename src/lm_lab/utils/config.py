@@ -18,8 +18,9 @@ PRINT_ORDER = ("data", "tokenizer", "model", "task", "finetune", "trainer", "cal
 
 def apply_extras(cfg: DictConfig) -> None:
     """Conveniences that must happen before anything else prints."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).propagate = False  # Lightning prints itself; Hydra would repeat it
+    if logging.getLogger().handlers:  # Hydra logs to console and file: Lightning's own handler
+        for name in ("lightning.pytorch", "lightning.fabric"):  # would print everything twice
+            logging.getLogger(name).handlers.clear()
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
