@@ -19,7 +19,7 @@ PRINT_ORDER = ("data", "tokenizer", "model", "task", "finetune", "trainer", "cal
 def apply_extras(cfg: DictConfig) -> None:
     """Conveniences that must happen before anything else prints."""
     if logging.getLogger().handlers:  # Hydra logs to console and file: Lightning's own handler
-        for name in ("lightning.pytorch", "lightning.fabric"):  # would print everything twice
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # would print twice
             logging.getLogger(name).handlers.clear()
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
