@@ -20,8 +20,10 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from lm_lab.train import run
+    from lm_lab.utils.distributed import job_scope
 
-    result = guarded(run, cfg)
+    with job_scope():  # DDP ranks of this job get this job's overrides, even under -m
+        result = guarded(run, cfg)
     return result["metrics"].get(cfg.get("optimized_metric"))
 
 
