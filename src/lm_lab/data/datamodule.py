@@ -208,13 +208,13 @@ class TextDataModule(L.LightningDataModule):
         rank, world = self._ranks()
         if world == 1:
             return self._loader(dataset)
+        unit = "examples" if self.task == "classify" else "batches of windows"
         if len(dataset) < world:
-            unit = "examples" if self.task == "classify" else "batches of windows"
             raise ConfigError(
                 f"trainer.devices: the {split} split has {len(dataset)} {unit} for {world} "
                 f"ranks; every rank needs one: use fewer devices or a smaller data.batch_size"
             )
-        rank_zero_info(f"{split}: {len(dataset)} items over {world} ranks, each scored once")
+        rank_zero_info(f"{split}: {len(dataset)} {unit} over {world} ranks, each scored once")
         return self._loader(dataset, sampler=range(rank, len(dataset), world))
 
     def _ranks(self) -> tuple[int, int]:

@@ -18,8 +18,12 @@ PRINT_ORDER = ("data", "tokenizer", "model", "task", "finetune", "trainer", "cal
 
 def apply_extras(cfg: DictConfig) -> None:
     """Conveniences that must happen before anything else prints."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).propagate = False  # Lightning prints itself; Hydra would repeat it
+    if logging.getLogger().hasHandlers():  # Hydra's console + <run dir>/<job>.log: Lightning's
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # lines go there once
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")

@@ -89,8 +89,8 @@ class RankReport(L.Callback):
             )
         if trainer.world_size > 1:
             overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-            print(  # every rank, on purpose
+            line = (
                 f"[rank {trainer.global_rank}/{trainer.world_size}] overrides={overrides} "
-                f"run_dir={trainer.default_root_dir}",
-                flush=True,
+                f"run_dir={trainer.default_root_dir}\n"
             )
+            print(line, end="", flush=True)  # every rank, on purpose; one write, not interleaved
