@@ -28,4 +28,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from lm_lab.utils.distributed import external_rank_overrides
+
+    sys.argv += external_rank_overrides()  # torchrun / srun ranks > 0 write nothing
     main()

@@ -9,7 +9,12 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict, read_write
 
-from lm_lab.utils.distributed import CHILD_OVERRIDES, LAUNCH_ENV, job_scope
+from lm_lab.utils.distributed import (
+    CHILD_OVERRIDES,
+    LAUNCH_ENV,
+    external_rank_overrides,
+    job_scope,
+)
 
 
 @pytest.fixture
@@ -48,3 +53,17 @@ def test_process_group_is_destroyed_at_the_end_of_the_job(tmp_path, no_hydra):
         )
         assert dist.is_initialized()
     assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("env", "quiet"),
+    [({}, False), ({"RANK": "0"}, False), ({"RANK": "3"}, True), ({"SLURM_PROCID": "1"}, True)],
+)
+def test_ranks_started_by_torchrun_or_slurm_write_only_on_rank_zero(env, quiet, monkeypatch):
+    for key in ("RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    overrides = external_rank_overrides()
+    assert bool(overrides) == quiet
+    assert not quiet or {"hydra.output_subdir=null", *CHILD_OVERRIDES} == set(overrides)

@@ -57,6 +57,14 @@ def job_scope() -> Iterator[None]:
             torch.distributed.destroy_process_group()
 
 
+def external_rank_overrides() -> list[str]:
+    """torchrun and SLURM start every rank themselves: ranks other than 0 then log to the
+    console only and write no .hydra/, so the run dir holds rank 0's files alone. (All ranks
+    must agree on the run dir: pass hydra.run.dir=..., as the README's commands do.)"""
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    return [] if rank == "0" else [*CHILD_OVERRIDES, "hydra.output_subdir=null"]
+
+
 def _set_run_dir(hydra: Any, run_dir: str | None) -> None:
     with read_write(hydra), open_dict(hydra):
         hydra.run.dir = run_dir
