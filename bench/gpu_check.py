@@ -7,7 +7,8 @@
 Exits 0 with a one-line notice where no CUDA GPU is visible (unless --cpu). Lightning re-runs this
 script once per extra GPU (its `ddp` launcher); only rank 0 prints. MFU counts 6 FLOPs per
 parameter per token plus attention (12 * layers * d_model * block_size per token, as in the PaLM
-paper) against the chip's dense peak for the run's precision.
+paper) against the chip's dense peak for the run's precision, from Lightning's table; where the
+chip is missing there (MFU prints n/a), pass --peak-tflops (e.g. 989 for H100/H200 SXM bf16).
 """
 
 import argparse
