@@ -12,6 +12,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without `pip install -e .`
 
 from lm_lab.utils.entry import guarded  # noqa: E402
+from lm_lab.utils.launch import external_rank_overrides, job_scope  # noqa: E402
 from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
@@ -20,7 +21,6 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from lm_lab.train import run
-    from lm_lab.utils.distributed import job_scope
 
     with job_scope():  # DDP ranks of this job get this job's overrides, even under -m
         result = guarded(run, cfg)
@@ -28,7 +28,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from lm_lab.utils.distributed import external_rank_overrides
-
     sys.argv += external_rank_overrides()  # torchrun / srun ranks > 0 write nothing
     main()
