@@ -27,6 +27,12 @@ test: $(STAMP) ## run the default test suite (under 10 minutes on 2 cores)
 test-full: $(STAMP) ## run every test, the slow ones included
 	$(PY) -m pytest -m ""
 
+ddp-sim: $(STAMP) ## train with DDP on 2 CPU processes (gloo), the GPU code path without a GPU
+	$(PY) train.py trainer=ddp_sim $(ARGS)
+
+gpu-check: $(STAMP) ## DDP + bf16 on every visible GPU: tokens/s and MFU (exits 0 without a GPU)
+	$(PY) bench/gpu_check.py $(ARGS)
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -39,4 +45,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full lint format clean
+.PHONY: help install train test test-full ddp-sim gpu-check lint format clean

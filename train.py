@@ -12,6 +12,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without `pip install -e .`
 
 from lm_lab.utils.entry import guarded  # noqa: E402
+from lm_lab.utils.launch import external_rank_overrides, job_scope  # noqa: E402
 from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
@@ -21,9 +22,11 @@ register_resolvers()
 def main(cfg: DictConfig) -> float | None:
     from lm_lab.train import run
 
-    result = guarded(run, cfg)
+    with job_scope():  # DDP ranks of this job get this job's overrides, even under -m
+        result = guarded(run, cfg)
     return result["metrics"].get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
+    sys.argv += external_rank_overrides()  # torchrun / srun ranks > 0 write nothing
     main()

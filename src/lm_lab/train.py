@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.data.datamodule import TextDataModule
@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    datamodule.tokenizer.save(out_dir / "tokenizer.json")
+    rank_zero_only(datamodule.tokenizer.save)(out_dir / "tokenizer.json")
 
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lm_lab.data.classification import ClassificationDataset, collate, label_names_of
 from lm_lab.data.language_modeling import (
@@ -171,26 +171,56 @@ class TextDataModule(L.LightningDataModule):
     # ---- dataloaders ---------------------------------------------------------------------------
 
     def train_dataloader(self) -> DataLoader:
+        """Data-parallel: each rank trains on its own share of every epoch (see `_ranks`)."""
         self.setup()
         dataset = self._datasets["train"]
+        rank, world = self._ranks()
         if self.task == "classify":
-            return self._loader(dataset, shuffle=True)
+            if world == 1:
+                return self._loader(dataset, shuffle=True)
+            self.stats["train/dropped_per_epoch_for_equal_ranks"] = len(dataset) % world
+            sampler = DistributedSampler(dataset, world, rank, seed=self.seed, drop_last=True)
+            return self._loader(dataset, sampler=sampler)
         sampler = RandomWindows(
             len(dataset.stream),
             self.block_size,
             self.batch_size,
             self.train_windows_per_epoch,
             self.seed,
+            rank,
+            world,
         )
+        self.stats["train/windows_per_epoch"] = sampler.n_windows  # rounded up to fill all ranks
         return self._loader(dataset, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self._datasets["validation"])
+        return self._eval_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_split)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        """Every example (classify) or window batch (generate) is scored by exactly one rank:
+        rank r takes items r, r + W, ...; ranks differ by at most one item, which is fine for
+        evaluation (no gradient sync), and the metrics are summed over ranks (torchmetrics)."""
         self.setup()
-        return self._loader(self._datasets[self.test_split])
+        dataset = self._datasets[split]
+        rank, world = self._ranks()
+        if world == 1:
+            return self._loader(dataset)
+        unit = "examples" if self.task == "classify" else "batches of windows"
+        if len(dataset) < world:
+            raise ConfigError(
+                f"trainer.devices: the {split} split has {len(dataset)} {unit} for {world} "
+                f"ranks; every rank needs one: use fewer devices or a smaller data.batch_size"
+            )
+        rank_zero_info(f"{split}: {len(dataset)} {unit} over {world} ranks, each scored once")
+        return self._loader(dataset, sampler=range(rank, len(dataset), world))
+
+    def _ranks(self) -> tuple[int, int]:
+        """(global rank, world size) of the trainer this datamodule is attached to."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
 
     def _loader(self, dataset: Dataset, shuffle: bool = False, **kwargs: Any) -> DataLoader:
         """LM datasets yield whole batches (batch_size=None); classification ones are batched

@@ -70,30 +70,44 @@ class RandomWindows(Sampler[Tensor]):
     """Yields batches of random window starts: `n_windows` per epoch, uniform over every start
     whose window of block_size + 1 tokens fits in the stream. Epoch e draws from a generator
     seeded by (seed, e): reproducible, yet new windows each epoch. Lightning calls set_epoch;
-    without it, each pass over the sampler counts as the next epoch."""
+    without it, each pass over the sampler counts as the next epoch.
+
+    Data-parallel: every rank draws the same epoch and takes its own share of each global batch
+    of batch_size * world_size windows, so ranks never share a draw and the global batches equal
+    those of one process with world_size times the batch. n_windows is rounded up to a multiple
+    of world_size so that every rank takes the same number of steps (DDP needs it)."""
 
     def __init__(
-        self, n_tokens: int, block_size: int, batch_size: int, n_windows: int, seed: int = 0
+        self,
+        n_tokens: int,
+        block_size: int,
+        batch_size: int,
+        n_windows: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if n_tokens < block_size + 1:
             raise ValueError(f"stream of {n_tokens} tokens is shorter than one window")
         self.n_starts = n_tokens - block_size  # starts 0 .. n_tokens - block_size - 1
         self.batch_size = batch_size
-        self.n_windows = n_windows
+        self.n_windows = math.ceil(n_windows / world_size) * world_size  # all ranks
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.n_windows / self.batch_size)
+        return math.ceil(self.n_windows / (self.batch_size * self.world_size))
 
     def __iter__(self) -> Iterator[Tensor]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
-        starts = torch.randint(self.n_starts, (self.n_windows,), generator=generator)
-        yield from starts.split(self.batch_size)  # (B,) each; the last may be shorter
+        starts = torch.randint(self.n_starts, (self.n_windows,), generator=generator)  # all ranks
+        for batch in starts.split(self.batch_size * self.world_size):  # the last may be shorter
+            yield batch.view(self.world_size, -1)[self.rank]  # (B,) this rank's share
 
 
 class EvalWindows(Dataset):
