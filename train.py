@@ -21,8 +21,8 @@ register_resolvers()
 def main(cfg: DictConfig) -> float | None:
     from lm_lab.train import run
 
-    result = guarded(run, cfg)
-    return result["metrics"].get(cfg.get("optimized_metric"))
+    result = guarded(run, cfg)  # None when a multirun job failed (see <job dir>/failed.json)
+    return None if result is None else result["metrics"].get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
