@@ -33,6 +33,9 @@ def build_report(paths: list[Path], out: Path, metric: str | None = None) -> lis
     console = Console()
     print_table("mean ± std over seeds", groups, console)
     print_table("jobs", rows, console)
+    for job in jobs:
+        if job.error:
+            console.print(f"[red]failed[/red] {job.path}: {job.error}")
     console.print(f"report: {out / 'report.md'} ({len(plots)} plots)")
     return jobs
 

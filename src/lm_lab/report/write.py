@@ -29,7 +29,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     flat = [_flatten(row) for row in rows]
     columns = columns_of(flat)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(flat)
     return path
@@ -78,7 +78,7 @@ def print_table(title: str, rows: list[dict[str, Any]], console: Console | None 
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        style = "red" if str(row.get("status", "")).startswith("failed") else None
+        style = "red" if row.get("status") == "failed" else None
         table.add_row(*(fmt(row.get(c)) for c in columns), style=style)
     (console or Console()).print(table)
 

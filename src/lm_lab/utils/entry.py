@@ -47,10 +47,13 @@ def record_failure(err: Exception) -> None:
     failed so the next job opens its own."""
     finish_wandb(exit_code=1)
     job_dir = Path(HydraConfig.get().runtime.output_dir)
+    cause = err
+    while cause.__cause__ is not None:  # Hydra wraps errors raised while instantiating
+        cause = cause.__cause__
     trace = "".join(traceback.format_exception(err))
-    failure = {"error": _one_line(err), "type": type(err).__name__, "traceback": trace}
+    failure = {"error": _one_line(cause), "type": type(cause).__name__, "traceback": trace}
     write_json(job_dir / FAILED_FILE, failure)
-    rank_zero_warn(f"job failed, the sweep goes on: {_one_line(err)} ({job_dir / FAILED_FILE})")
+    rank_zero_warn(f"job failed, the sweep goes on: {failure['error']} ({job_dir / FAILED_FILE})")
 
 
 def _one_line(err: Exception) -> str:
