@@ -80,8 +80,10 @@ def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 
     def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         flags = [a for a in args if a.startswith("-")]  # e.g. -m: argparse wants them first
-        overrides = [*TINY, f"paths.log_dir={tmp_path / 'logs'}"]
-        overrides += [a for a in args if not a.startswith("-")]  # last, so they win
+        given = [a for a in args if not a.startswith("-")]
+        keys = {a.split("=", 1)[0] for a in given}  # a sweeper sees each key once: args win
+        tiny = [o for o in TINY if o.split("=", 1)[0] not in keys]
+        overrides = [*tiny, f"paths.log_dir={tmp_path / 'logs'}", *given]
         return subprocess.run(
             [sys.executable, str(ROOT / "train.py"), *flags, *overrides],
             cwd=ROOT,
