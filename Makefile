@@ -27,6 +27,19 @@ test: $(STAMP) ## run the default test suite (under 10 minutes on 2 cores)
 test-full: $(STAMP) ## run every test, the slow ones included
 	$(PY) -m pytest -m ""
 
+ablate: $(STAMP) ## parameter-matched grid: 3 encoders at 0.5M params x 2 seeds (~10 min on a laptop)
+	$(PY) train.py experiment=ablate_encoders $(ARGS)
+	@echo "report: make report RUN=$$(ls -td logs/classify/multiruns/*/ | head -1)"
+
+report: $(STAMP) ## tables + plots of a multirun or run dirs: make report RUN="dir [dir ...]"
+	@test -n "$(RUN)" || { echo "usage: make report RUN=logs/<task>/multiruns/<stamp>"; exit 2; }
+	PYTHONPATH=src $(PY) -m lm_lab.report $(RUN) $(if $(OUT),--out $(OUT))
+
+sweep: $(STAMP) ## W&B sweep (sweep.yaml) plus one agent running COUNT runs; needs WANDB_API_KEY
+	@test -n "$$WANDB_API_KEY" || { echo "make sweep needs WANDB_API_KEY (sweeps live on the W&B server); offline, use: python train.py -m hparams_search=optuna"; exit 2; }
+	$(VENV)/bin/wandb sweep --project lm_lab sweep.yaml 2>&1 | tee $(VENV)/sweep.log
+	$(VENV)/bin/wandb agent --count $(or $(COUNT),10) $$(grep -o 'wandb agent .*' $(VENV)/sweep.log | tail -1 | cut -d' ' -f3)
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -39,4 +52,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full lint format clean
+.PHONY: help install train test test-full ablate report sweep lint format clean
