@@ -21,6 +21,7 @@ def job_label(job: Job, keys: list[str]) -> str:
 def plot_curves(jobs: list[Job], keys: list[str], out_dir: Path) -> list[Path]:
     """One PNG per validation metric, one line per job, x = optimizer step."""
     metrics = sorted({m for job in jobs for m in job.curves})
+    style = _line_styles(jobs, keys)
     paths = []
     for metric in metrics:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -28,7 +29,16 @@ def plot_curves(jobs: list[Job], keys: list[str], out_dir: Path) -> list[Path]:
             points = job.curves.get(metric)
             if points:
                 steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, marker="o", markersize=3, label=job_label(job, keys))
+                color, dashes = style[str(job.path)]
+                ax.plot(
+                    steps,
+                    values,
+                    color=color,
+                    linestyle=dashes,
+                    marker="o",
+                    markersize=3,
+                    label=job_label(job, keys),
+                )
         ax.set(xlabel="step", ylabel=metric, title=f"{metric} during training")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
@@ -49,10 +59,25 @@ def plot_by_override(jobs: list[Job], keys: list[str], metric: str, out_dir: Pat
             mean, std = mean_std(ys)
             ax.errorbar([x], [mean], yerr=[std], color="black", capsize=6, marker="_", ms=20)
         ax.set_xticks(range(len(values)), [str(v) for v in values], rotation=20)
-        ax.set(xlabel=key, ylabel=metric, title=f"{metric} by {key} (mean ± std)")
+        best = " (best over the run)" if metric.startswith("val/") else ""
+        ax.set(xlabel=key, ylabel=metric + best, title=f"{metric} by {key} (mean ± std)")
         ax.grid(alpha=0.3, axis="y")
         paths.append(_save(fig, out_dir / f"by_{_slug(key)}.png"))
     return paths
+
+
+def _line_styles(jobs: list[Job], keys: list[str]) -> dict[str, tuple[str, str]]:
+    """One color per group (jobs equal but for the seed), one line style per seed within it."""
+    group_keys = [k for k in keys if k != SEED_KEY]
+    colors: dict[tuple, str] = {}
+    seen: dict[tuple, int] = {}
+    styles = {}
+    for job in jobs:
+        group = tuple(job.overrides.get(k) for k in group_keys)
+        colors.setdefault(group, f"C{len(colors) % 10}")
+        seen[group] = seen.get(group, -1) + 1
+        styles[str(job.path)] = (colors[group], ("-", "--", ":", "-.")[seen[group] % 4])
+    return styles
 
 
 def _metrics(job: Job) -> dict[str, float]:
