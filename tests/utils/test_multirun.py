@@ -51,17 +51,15 @@ def test_multirun_job_error_is_written_and_returns_none(compose, tmp_path):
 def test_multirun_failed_job_keeps_the_others_and_reports_them(train_cli, tmp_path):
     sweep_dir = tmp_path / "multirun"
     done = train_cli(
-        "-m", "model.dropout=2.0,0.0,0.1", *SHORT, f"hydra.sweep.dir={sweep_dir}"
+        "-m", "model.dropout=2.0,0.1", *SHORT, f"hydra.sweep.dir={sweep_dir}"
     )  # job 0 fails first: nn.Dropout rejects p=2
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dropout" in json.loads((sweep_dir / "0" / FAILED_FILE).read_text())["error"]
-    for job in ("1", "2"):
-        assert (sweep_dir / job / "metrics.json").is_file()
-        rows = (sweep_dir / job / "csv" / "metrics.csv").read_text().splitlines()
-        assert len([r for r in rows if r]) >= 2  # own CSV logger, in its own dir
+    assert (sweep_dir / "1" / "metrics.json").is_file()
+    rows = (sweep_dir / "1" / "csv" / "metrics.csv").read_text().splitlines()
+    assert len(rows) >= 2  # its own CSV logger, in its own dir
     jobs = build_report([sweep_dir], tmp_path / "report")
     assert [(job.overrides["model.dropout"], job.error is None) for job in jobs] == [
         ("2.0", False),
-        ("0.0", True),
         ("0.1", True),
     ]
