@@ -56,3 +56,9 @@ def test_each_multirun_job_is_its_own_wandb_run(wandb_env, train_cli, tmp_path):
     runs = [offline_runs(sweep_dir / job) for job in ("0", "1")]
     assert [len(r) for r in runs] == [1, 1]
     assert runs[0][0].name != runs[1][0].name  # distinct run ids
+
+
+def test_logger_many_is_csv_tensorboard_and_wandb_in_the_run_dir(compose):
+    loggers = compose("logger=many").logger
+    assert set(loggers) == {"csv", "tensorboard", "wandb"}
+    assert {c.save_dir for c in loggers.values()} == {compose().paths.output_dir}
