@@ -37,8 +37,8 @@ report: $(STAMP) ## tables + plots of a multirun or run dirs: make report RUN="d
 
 sweep: $(STAMP) ## W&B sweep (sweep.yaml) plus one agent running COUNT runs; needs WANDB_API_KEY
 	@test -n "$$WANDB_API_KEY" || { echo "make sweep needs WANDB_API_KEY (sweeps live on the W&B server); offline, use: python train.py -m hparams_search=optuna"; exit 2; }
-	$(VENV)/bin/wandb sweep --project lm_lab sweep.yaml 2>&1 | tee $(VENV)/sweep.log
-	$(VENV)/bin/wandb agent --count $(or $(COUNT),10) $$(grep -o 'wandb agent .*' $(VENV)/sweep.log | tail -1 | cut -d' ' -f3)
+	mkdir -p logs && $(VENV)/bin/wandb sweep --project lm_lab sweep.yaml 2>&1 | tee logs/sweep.log
+	$(VENV)/bin/wandb agent --count $(or $(COUNT),10) $$(grep -o "wandb agent .*" logs/sweep.log | tail -1 | cut -d' ' -f3)
 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
