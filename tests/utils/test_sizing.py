@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 
 from lm_lab.encoders.backbone import Backbone
 from lm_lab.train import run as train
+from lm_lab.utils.checkpoint import load_module
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.sizing import SIZES, TOLERANCE, sized_encoder_config
 
@@ -44,9 +45,12 @@ def test_unknown_size_preset_fails(compose):
         sized_encoder_config(cfg.model, VOCAB, 0)
 
 
-def test_run_writes_the_sized_count_to_metrics_json(compose):
-    cfg = compose("model=bilstm", "model.param_budget=2e5", "debug=fast_dev_run")
+def test_run_writes_the_sized_count_and_the_checkpoint_rebuilds_it(compose):
+    limits = ("trainer.limit_train_batches=1", "trainer.limit_val_batches=1")
+    cfg = compose("model=bilstm", "model.param_budget=2e5", *limits, "trainer.limit_test_batches=1")
     train(cfg)
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert abs(written["params"]["backbone"] - 200_000) <= TOLERANCE * 200_000
     assert written["params"]["total"] > written["params"]["backbone"]  # + the classifier head
+    module, _ = load_module(Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt")
+    assert sum(p.numel() for p in module.parameters()) == written["params"]["total"]
