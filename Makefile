@@ -32,6 +32,18 @@ ddp-sim: $(STAMP) ## train with DDP on 2 CPU processes (gloo), the GPU code path
 
 gpu-check: $(STAMP) ## DDP + bf16 on every visible GPU: tokens/s and MFU (exits 0 without a GPU)
 	$(PY) bench/gpu_check.py $(ARGS)
+ablate: $(STAMP) ## parameter-matched grid: 3 encoders at 0.5M params x 2 seeds (~10 min on a laptop)
+	$(PY) train.py experiment=ablate_encoders $(ARGS)
+	@echo "report: make report RUN=$$(ls -td logs/classify/multiruns/*/ | head -1)"
+
+report: $(STAMP) ## tables + plots of a multirun or run dirs: make report RUN="dir [dir ...]"
+	@test -n "$(RUN)" || { echo "usage: make report RUN=logs/<task>/multiruns/<stamp>"; exit 2; }
+	PYTHONPATH=src $(PY) -m lm_lab.report $(RUN) $(if $(OUT),--out $(OUT))
+
+sweep: $(STAMP) ## W&B sweep (sweep.yaml) plus one agent running COUNT runs; needs WANDB_API_KEY
+	@test -n "$$WANDB_API_KEY" || { echo "make sweep needs WANDB_API_KEY (sweeps live on the W&B server); offline, use: python train.py -m hparams_search=optuna"; exit 2; }
+	mkdir -p logs && $(VENV)/bin/wandb sweep --project lm_lab sweep.yaml 2>&1 | tee logs/sweep.log
+	$(VENV)/bin/wandb agent --count $(or $(COUNT),10) $$(grep -o "wandb agent .*" logs/sweep.log | tail -1 | cut -d' ' -f3)
 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
@@ -45,4 +57,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full ddp-sim gpu-check lint format clean
+.PHONY: help install train test test-full ddp-sim gpu-check ablate report sweep lint format clean

@@ -23,8 +23,8 @@ def main(cfg: DictConfig) -> float | None:
     from lm_lab.train import run
 
     with job_scope():  # DDP ranks of this job get this job's overrides, even under -m
-        result = guarded(run, cfg)
-    return result["metrics"].get(cfg.get("optimized_metric"))
+        result = guarded(run, cfg)  # None when a multirun job failed (see <job dir>/failed.json)
+    return None if result is None else result["metrics"].get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Compose the real configs the way train.py does, shrunk to tiny sizes, writing only to tmp."""
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -70,3 +71,26 @@ def require_shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture
+def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """train_cli("-m", "model=a,b") runs `python train.py` in a subprocess, tiny and with its
+    logs under tmp_path/logs; returns the finished process (stdout and stderr as text)."""
+
+    def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        flags = [a for a in args if a.startswith("-")]  # e.g. -m: argparse wants them first
+        given = [a for a in args if not a.startswith("-")]
+        keys = {a.split("=", 1)[0] for a in given}  # a sweeper sees each key once: args win
+        tiny = [o for o in TINY if o.split("=", 1)[0] not in keys]
+        overrides = [*tiny, f"paths.log_dir={tmp_path / 'logs'}", *given]
+        return subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *flags, *overrides],
+            cwd=ROOT,
+            env=os.environ | (env or {}),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    return _run

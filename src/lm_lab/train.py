@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.utils.checkpoint import build_module
 from lm_lab.utils.config import apply_extras, instantiate_dict, write_json
+from lm_lab.utils.loggers import finish_wandb, log_config
+from lm_lab.utils.sizing import parameter_counts
 
 
 def build_datamodule(cfg: DictConfig) -> TextDataModule:
@@ -42,6 +44,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg, datamodule.tokenizer, datamodule.label_names)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg)
+    log_config(trainer, module.run_config)
     out_dir = Path(cfg.paths.output_dir)
     rank_zero_only(datamodule.tokenizer.save)(out_dir / "tokenizer.json")
 
@@ -55,11 +58,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result = {
         "metrics": metrics,
         "data": datamodule.stats,
+        "params": parameter_counts(module),
         "wall_time_s": round(time.perf_counter() - started, 2),
         "run_dir": str(out_dir),
     }
     write_json(out_dir / "metrics.json", result)
-    rank_zero_info(f"run dir: {out_dir}")
+    finish_wandb()
+    rank_zero_info(f"params: {result['params']}; run dir: {out_dir}")
     return result
 
 

@@ -11,6 +11,7 @@ from lm_lab.data.tokenizers import from_json
 from lm_lab.encoders.backbone import Backbone
 from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.sizing import sized_encoder_config
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -28,8 +29,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None) -> TaskModule:
-    """Encoder from cfg.model, wrapped in a Backbone sized by the tokenizer, under cfg.task."""
-    backbone = Backbone(instantiate(cfg.model), tokenizer.vocab_size, tokenizer.pad_id)
+    """Encoder from cfg.model (sized to model.param_budget / model.size when set), wrapped in a
+    Backbone sized by the tokenizer, under cfg.task."""
+    vocab, pad = tokenizer.vocab_size, tokenizer.pad_id
+    backbone = Backbone(instantiate(sized_encoder_config(cfg.model, vocab, pad)), vocab, pad)
     return instantiate(cfg.task, backbone=backbone, tokenizer=tokenizer, label_names=label_names)
 
 

@@ -1,0 +1,75 @@
+"""`HFDataset`: any data set Hugging Face `datasets` can load, as lm_lab splits.
+
+`path` is `load_dataset`'s first argument: a hub name (needs network), a local folder, or a
+builder (`csv`, `json`, `text`, `parquet`) given `data_files`. Columns and split names are
+configurable; ClassLabel integers become their names, so labels read the same as in CSV files.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from lm_lab.data.sources import RecordFiles, Row
+from lm_lab.data.split import Split
+from lm_lab.utils.errors import ConfigError
+
+REQUIRED = ("train", "validation")  # splits a run cannot do without; test falls back to validation
+
+
+class HFDataset(RecordFiles):
+    """Reuses RecordFiles' column checks and empty-text handling on the rows of each split."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        data_files: Any = None,
+        text_column: str = "text",
+        label_column: str | None = "label",
+        splits: dict[str, str | None] | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(path, text_column, label_column)
+        self.config_name, self.data_files, self.cache_dir = name, data_files, cache_dir
+        self.names = dict(splits or {"train": "train", "validation": "validation", "test": "test"})
+
+    def load(self) -> dict[str, Split]:
+        data = self._load_dataset()
+        splits = {}
+        for ours, theirs in self.names.items():
+            if theirs is not None and theirs in data:
+                splits[ours] = self.to_split(f"{self.root}[{theirs}]", self._rows(data[theirs]))
+            elif ours in REQUIRED:
+                raise ConfigError(
+                    f"data.source.splits.{ours}={theirs}: {self.root} has no such split; "
+                    f"it has {', '.join(data)}"
+                )
+        return splits
+
+    def _load_dataset(self) -> Any:
+        from datasets import load_dataset  # heavy import, only for data=hf
+
+        try:
+            data = load_dataset(
+                self.root, self.config_name, data_files=self.data_files, cache_dir=self.cache_dir
+            )
+        except (FileNotFoundError, ValueError, ConnectionError) as err:
+            raise ConfigError(
+                f"data.root={self.root}: datasets cannot load it ({str(err).splitlines()[0]}); "
+                "give a local folder, or a builder (csv|json|text) with data.source.data_files"
+            ) from err
+        return data
+
+    def _rows(self, split: Any) -> Iterator[Row]:
+        """Records with ClassLabel ids turned into names (-1, no label, becomes None)."""
+        self.check_columns(f"{self.root} (columns)", split.column_names)
+        feature = split.features.get(self.label_column) if self.label_column else None
+        names = getattr(feature, "names", None)
+        for i, record in enumerate(split):
+            if names is not None:
+                label = record[self.label_column]
+                record[self.label_column] = (
+                    names[label] if label is not None and label >= 0 else None
+                )
+            yield f"{self.root} (row {i})", record

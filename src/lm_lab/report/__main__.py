@@ -1,0 +1,58 @@
+"""`python -m lm_lab.report <multirun dir | run dirs...> [--out DIR] [--metric NAME]`.
+
+Writes report.md, jobs.csv, groups.csv and PNG plots to --out (default: <first dir>/report) and
+prints the tables. Failed jobs are listed, never dropped.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from lm_lab.report.jobs import Job, find_jobs
+from lm_lab.report.plots import plot_by_override, plot_curves
+from lm_lab.report.summary import group_rows, job_rows, varying_keys
+from lm_lab.report.write import print_table, write_csv, write_markdown
+from lm_lab.utils.errors import ConfigError
+
+
+def build_report(paths: list[Path], out: Path, metric: str | None = None) -> list[Job]:
+    """Reads every job under `paths` and writes the report files to `out`; returns the jobs."""
+    jobs = find_jobs(paths)
+    keys = varying_keys(jobs)
+    metric = metric or next((job.monitor for job in jobs if job.monitor), None)
+    rows, groups = job_rows(jobs, keys), group_rows(jobs, keys)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = plot_curves(jobs, keys, out / "plots")
+    if metric:
+        plots += plot_by_override(jobs, keys, metric, out / "plots")
+    write_csv(rows, out / "jobs.csv")
+    write_csv(groups, out / "groups.csv")
+    write_markdown(out / "report.md", paths, jobs, rows, groups, plots)
+    console = Console()
+    print_table("mean ± std over seeds", groups, console)
+    print_table("jobs", rows, console)
+    for job in jobs:
+        if job.error:
+            console.print(f"[red]failed[/red] {job.path}: {job.error}")
+    console.print(f"report: {out / 'report.md'} ({len(plots)} plots)")
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lm_lab.report", description=__doc__)
+    parser.add_argument("paths", nargs="+", type=Path, help="a multirun dir, or run dirs")
+    parser.add_argument("--out", type=Path, help="report folder (default: <first path>/report)")
+    parser.add_argument("--metric", help="metric of the by-override plots (default: task.monitor)")
+    args = parser.parse_args(argv)
+    try:
+        build_report(args.paths, args.out or args.paths[0] / "report", args.metric)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The report over hand-written run dirs: rows, mean +- std over seeds, failed jobs, files."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lm_lab.report.__main__ import build_report, main
+from lm_lab.report.jobs import find_jobs
+
+
+def make_job(root: Path, num: int, model: str, seed: int, acc: list[float] | None) -> Path:
+    """A job dir as train.py leaves it; acc=None leaves a failed job (failed.json only)."""
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    overrides = [f"model={model}", f"seed={seed}", "trainer.max_epochs=2"]
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task": {"monitor": "val/acc"}}))
+    if acc is None:
+        (job / "failed.json").write_text(json.dumps({"error": "data.batch_size=0: must be >= 1"}))
+        return job
+    metrics = {"val/acc": acc[-1], "test/acc": acc[-1] - 0.1, "val/loss": 1.0}
+    result = {"metrics": metrics, "params": {"backbone": 1000 + num}, "wall_time_s": 2.0}
+    (job / "metrics.json").write_text(json.dumps(result))
+    (job / "csv").mkdir()
+    with (job / "csv" / "metrics.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "step", "train/loss", "val/acc"])
+        for epoch, value in enumerate(acc):
+            writer.writerow([epoch, 10 * (epoch + 1), 0.5, ""])
+            writer.writerow([epoch, 10 * (epoch + 1), "", value])
+    return job
+
+
+@pytest.fixture
+def multirun(tmp_path: Path) -> Path:
+    root = tmp_path / "multirun"
+    make_job(root, 0, "transformer", 1, [0.5, 0.7])
+    make_job(root, 1, "transformer", 2, [0.6, 0.5])  # best epoch is not the last
+    make_job(root, 2, "bilstm", 1, [0.4, 0.6])
+    make_job(root, 3, "bilstm", 2, None)
+    return root
+
+
+def test_one_row_per_job_in_job_order_and_failed_kept(multirun):
+    jobs = find_jobs([multirun])
+    assert [job.name for job in jobs] == ["0", "1", "2", "3"]
+    assert jobs[3].error.startswith("data.batch_size=0")
+    assert jobs[1].best_val["val/acc"] == 0.6  # best over the curve, not the final value
+
+
+def test_groups_average_over_seeds_of_finished_jobs(multirun, tmp_path):
+    build_report([multirun], tmp_path / "out")
+    with (tmp_path / "out" / "groups.csv").open() as f:
+        groups = {row["model"]: row for row in csv.DictReader(f)}
+    assert "seed" not in next(iter(groups.values()))
+    assert int(groups["transformer"]["n"]) == 2
+    assert float(groups["transformer"]["val/acc_mean"]) == pytest.approx(0.65)
+    assert float(groups["transformer"]["val/acc_std"]) == pytest.approx(0.0707, abs=1e-3)
+    assert int(groups["bilstm"]["n"]) == 1  # the failed seed is not averaged in
+
+
+def test_markdown_lists_failed_job_and_links_existing_plots(multirun, tmp_path):
+    build_report([multirun], tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "1 failed" in text and "data.batch_size=0" in text
+    assert "trainer.max_epochs" not in text  # constant overrides say nothing
+    plots = [line.split("(")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert {"plots/curves_val_acc.png", "plots/by_model.png"} <= set(plots)
+    assert all((tmp_path / "out" / p).stat().st_size > 1000 for p in plots)
+
+
+def test_run_dirs_can_be_listed_one_by_one(multirun, tmp_path, capsys):
+    assert main([str(multirun / "0"), str(multirun / "2"), "--out", str(tmp_path / "o")]) == 0
+    with (tmp_path / "o" / "jobs.csv").open() as f:
+        assert [row["model"] for row in csv.DictReader(f)] == ["transformer", "bilstm"]
+    assert "jobs" in capsys.readouterr().out
+
+
+def test_a_folder_without_runs_fails_in_one_line(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "no .hydra/" in capsys.readouterr().err
