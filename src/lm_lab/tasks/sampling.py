@@ -103,14 +103,16 @@ def generate_ids(
     """
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     device = model.backbone.embed.weight.device
-    ids, n_pad = left_pad(prompts, model.backbone.embed.padding_idx or 0)
+    pad_id = model.backbone.embed.padding_idx or 0
+    ids, n_pad = left_pad(prompts, pad_id)
     ids, n_pad = ids.to(device), None if n_pad is None else n_pad.to(device)
     check_length(model, ids.shape[1], max_new_tokens)
     generator = torch.Generator(device=device).manual_seed(seed)
     logits, state = model.step(ids, None, 0, n_pad)  # (B, T, V)
     new: list[Tensor] = []
     for offset in range(ids.shape[1], ids.shape[1] + max_new_tokens):
-        token = next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
+        logits = logits[:, -1].index_fill(-1, torch.tensor([pad_id], device=device), -torch.inf)
+        token = next_token(logits, temperature, top_k, top_p, generator)  # (B,), never pad
         new.append(token)
         if (on_tokens is not None and on_tokens(token)) or len(new) == max_new_tokens:
             break
@@ -135,6 +137,7 @@ def generate_text(
     has produced `stop`. `on_text(row, new_text)` streams the text as it is decoded."""
     new: list[list[int]] = [[] for _ in prompts]
     texts, done = [""] * len(prompts), [False] * len(prompts)
+    shown = [0] * len(prompts)  # characters of each text already streamed
 
     def on_tokens(tokens: Tensor) -> bool:
         for row, token in enumerate(tokens.tolist()):
@@ -144,11 +147,27 @@ def generate_text(
             text = tokenizer.decode(new[row])
             if stop and stop in text:
                 text, done[row] = text[: text.index(stop)], True
-            if on_text is not None and text.startswith(texts[row]) and text != texts[row]:
-                on_text(row, text[len(texts[row]) :])
             texts[row] = text
+            if on_text is not None:
+                end = len(text) if done[row] else len(text) - _held_back(text, stop)
+                if end > shown[row]:
+                    on_text(row, text[shown[row] : end])
+                    shown[row] = end
         return all(done)
 
     encoded = [tokenizer.encode(prompt) for prompt in prompts]
     generate_ids(model, encoded, max_new_tokens, on_tokens=on_tokens, **sampling)
+    if on_text is not None:  # what was held back for a stop string that never came
+        for row, text in enumerate(texts):
+            if len(text) > shown[row]:
+                on_text(row, text[shown[row] :])
     return texts
+
+
+def _held_back(text: str, stop: str | None) -> int:
+    """Length of the longest end of `text` that may be the start of `stop`: not streamed yet."""
+    if not stop:
+        return 0
+    return next(
+        (n for n in range(min(len(stop) - 1, len(text)), 0, -1) if stop.startswith(text[-n:])), 0
+    )
