@@ -105,13 +105,14 @@ def generate_ids(
     device = model.backbone.embed.weight.device
     pad_id = model.backbone.embed.padding_idx or 0
     ids, n_pad = left_pad(prompts, pad_id)
+    pad = torch.tensor([pad_id], device=device)
     ids, n_pad = ids.to(device), None if n_pad is None else n_pad.to(device)
     check_length(model, ids.shape[1], max_new_tokens)
     generator = torch.Generator(device=device).manual_seed(seed)
     logits, state = model.step(ids, None, 0, n_pad)  # (B, T, V)
     new: list[Tensor] = []
     for offset in range(ids.shape[1], ids.shape[1] + max_new_tokens):
-        logits = logits[:, -1].index_fill(-1, torch.tensor([pad_id], device=device), -torch.inf)
+        logits = logits[:, -1].index_fill(-1, pad, -torch.inf)  # (B, V)
         token = next_token(logits, temperature, top_k, top_p, generator)  # (B,), never pad
         new.append(token)
         if (on_tokens is not None and on_tokens(token)) or len(new) == max_new_tokens:
