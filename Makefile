@@ -27,6 +27,12 @@ test: $(STAMP) ## run the default test suite (under 10 minutes on 2 cores)
 test-full: $(STAMP) ## run every test, the slow ones included
 	$(PY) -m pytest -m ""
 
+bench: $(STAMP) ## plain PyTorch loop vs lm_lab: train and generate tokens/s (ARGS="--threads 1 ...")
+	$(PY) bench/lm_speed.py $(ARGS)
+
+bench-full: $(STAMP) ## bench plus 2000 iterations of both: val loss and wall time (minutes)
+	$(PY) bench/lm_speed.py --full $(ARGS)
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -39,4 +45,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full lint format clean
+.PHONY: help install train test test-full bench bench-full lint format clean
