@@ -203,6 +203,7 @@ def main() -> None:
         "trainer.num_sanity_val_steps=0",
         "trainer.enable_model_summary=false",
         "callbacks.model_checkpoint=null",
+        "+trainer.enable_checkpointing=false",
         "extras.print_config=false",
     ]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
