@@ -112,15 +112,13 @@ def generation(model: LanguageModel, prompt: torch.Tensor, rounds: int) -> dict[
     }
     greedy = generate_ids(model, ids, 32, temperature=0)
     assert torch.equal(greedy, plain_generate(model, prompt, 32, 0, seed=0)), "loops disagree"
-    result = {}
-    for name, run in runs.items():
-        seconds = []
-        for _ in range(rounds):
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):  # interleaved, so a change in machine load hits every loop alike
+        for name, run in runs.items():
             started = time.perf_counter()
             run()
-            seconds.append(time.perf_counter() - started)
-        result[name] = NEW_TOKENS / statistics.median(seconds)
-    return result
+            seconds[name].append(time.perf_counter() - started)
+    return {name: NEW_TOKENS / statistics.median(s) for name, s in seconds.items()}
 
 
 def full_runs(cfg: DictConfig, datamodule, out_dir: Path, overrides: list[str]) -> dict[str, float]:

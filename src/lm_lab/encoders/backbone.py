@@ -39,6 +39,8 @@ class Backbone(nn.Module):
         self, input_ids: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None
     ) -> tuple[Tensor, State]:
         """`forward(..., causal=True)` for the next tokens only; see `Encoder.forward_step`."""
-        x = self.drop(self.embed(input_ids))  # (B, t, D)
+        x = self.embed(input_ids)  # (B, t, D)
+        if self.training:  # skipped in eval: a no-op module call costs generation ~1%
+            x = self.drop(x)
         y, state = self.encoder.forward_step(x, state, offset, n_pad)
         return self.norm(y), state  # (B, t, D)
