@@ -7,6 +7,7 @@ import pytest
 
 from lm_lab.data.tokenizers import CharTokenizer
 from lm_lab.generate import run as generate
+from lm_lab.generate import unescape
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
 
@@ -54,3 +55,7 @@ def test_a_classifier_checkpoint_cannot_generate(compose, tmp_path):
     gcfg.paths.output_dir = str(tmp_path / "sample")
     with pytest.raises(ConfigError, match="cannot generate"):
         generate(gcfg)
+
+
+def test_command_line_escapes_become_newlines_and_tabs():
+    assert unescape(r"ROMEO:\n\tO") == "ROMEO:\n\tO" and unescape("plain") == "plain"

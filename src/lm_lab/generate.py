@@ -16,6 +16,11 @@ from lm_lab.utils.config import apply_extras
 from lm_lab.utils.errors import ConfigError
 
 
+def unescape(text: str) -> str:
+    """A command line cannot easily hold a newline: `\\n` and `\\t` stand for newline and tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def read_prompts(cfg: DictConfig) -> list[str]:
     """`prompt`, or one prompt per non-empty line of `prompt_file`; each `num_samples` times."""
     if cfg.prompt_file:
@@ -28,7 +33,7 @@ def read_prompts(cfg: DictConfig) -> list[str]:
         if not prompts:
             raise ConfigError(f"prompt_file={path}: has no non-empty line")
     else:
-        prompts = [str(cfg.prompt)]
+        prompts = [unescape(str(cfg.prompt))]
     if not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
         raise ConfigError(f"num_samples={cfg.num_samples}: must be an integer >= 1")
     return [prompt for prompt in prompts for _ in range(cfg.num_samples)]
@@ -60,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         module.tokenizer,
         prompts,
         cfg.max_new_tokens,
-        stop=cfg.stop,
+        stop=unescape(cfg.stop) if cfg.stop else None,
         on_text=(lambda _, text: print(text, end="", flush=True)) if stream else None,
         temperature=cfg.temperature,
         top_k=cfg.top_k,
