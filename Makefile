@@ -32,6 +32,7 @@ ddp-sim: $(STAMP) ## train with DDP on 2 CPU processes (gloo), the GPU code path
 
 gpu-check: $(STAMP) ## DDP + bf16 on every visible GPU: tokens/s and MFU (exits 0 without a GPU)
 	$(PY) bench/gpu_check.py $(ARGS)
+
 ablate: $(STAMP) ## parameter-matched grid: 3 encoders at 0.5M params x 2 seeds (~10 min on a laptop)
 	$(PY) train.py experiment=ablate_encoders $(ARGS)
 	@echo "report: make report RUN=$$(ls -td logs/classify/multiruns/*/ | head -1)"
@@ -45,6 +46,12 @@ sweep: $(STAMP) ## W&B sweep (sweep.yaml) plus one agent running COUNT runs; nee
 	mkdir -p logs && $(VENV)/bin/wandb sweep --project lm_lab sweep.yaml 2>&1 | tee logs/sweep.log
 	$(VENV)/bin/wandb agent --count $(or $(COUNT),10) $$(grep -o "wandb agent .*" logs/sweep.log | tail -1 | cut -d' ' -f3)
 
+bench: $(STAMP) ## plain PyTorch loop vs lm_lab: train and generate tokens/s (ARGS="--threads 1 ...")
+	$(PY) bench/lm_speed.py $(ARGS)
+
+bench-full: $(STAMP) ## bench plus 2000 iterations of both: val loss and wall time (minutes)
+	$(PY) bench/lm_speed.py --full $(ARGS)
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -57,4 +64,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full ddp-sim gpu-check ablate report sweep lint format clean
+.PHONY: help install train test test-full bench bench-full ddp-sim gpu-check ablate report sweep lint format clean

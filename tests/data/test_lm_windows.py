@@ -9,6 +9,7 @@ from lm_lab.data.language_modeling import (
     EvalWindows,
     RandomWindows,
     WindowBatches,
+    cached_token_stream,
     token_stream,
 )
 from lm_lab.data.tokenizers import ByteTokenizer, CharTokenizer
@@ -65,3 +66,17 @@ def test_eval_windows_cap_is_an_even_spread():
     windows = EvalWindows(torch.arange(1001), block_size=10, batch_size=8, max_windows=5)
     first_inputs = windows.inputs[:, 0].tolist()
     assert windows.n_windows == 5 and first_inputs[0] == 0 and first_inputs[-1] == 990
+
+
+def test_stream_cache_returns_the_same_stream_and_keys_on_the_tokenizer(tmp_path):
+    texts = ["to be or not", "to be"]
+    tok = CharTokenizer().fit(texts)
+    first = cached_token_stream(texts, tok, tmp_path)
+    (cached,) = (tmp_path / "streams").iterdir()
+    again = cached_token_stream(texts, tok, tmp_path)  # read back, memory-mapped
+    assert torch.equal(first.ids, again.ids) and first.n_chars == again.n_chars
+    other = CharTokenizer().fit(texts + ["xyz"])  # other ids: must not reuse the file
+    assert torch.equal(
+        cached_token_stream(texts, other, tmp_path).ids, token_stream(texts, other).ids
+    )
+    assert len(list((tmp_path / "streams").iterdir())) == 2 and cached.is_file()

@@ -18,7 +18,7 @@ from lm_lab.data.language_modeling import (
     RandomWindows,
     TokenStream,
     WindowBatches,
-    token_stream,
+    cached_token_stream,
 )
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
@@ -61,6 +61,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         root: str | None = None,  # the source's folder, if any; named in messages
+        cache_dir: str | None = None,  # tokenized LM streams are cached here; None = no cache
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -76,7 +77,7 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size, self.max_length, self.block_size = batch_size, max_length, block_size
         self.train_windows_per_epoch, self.eval_windows = train_windows_per_epoch, eval_windows
         self.max_train_examples, self.num_workers, self.seed = max_train_examples, num_workers, seed
-        self.root = root
+        self.root, self.cache_dir = root, cache_dir
         self.label_names: list[str] | None = None
         self.stats: dict[str, int] = {}
         self.chars_per_token: float | None = None
@@ -138,7 +139,8 @@ class TextDataModule(L.LightningDataModule):
 
     def _build_language_modeling(self, splits: dict[str, Split]) -> None:
         streams = {
-            name: token_stream(split.texts, self.tokenizer) for name, split in splits.items()
+            name: cached_token_stream(split.texts, self.tokenizer, self.cache_dir)
+            for name, split in splits.items()
         }
         for name, stream in streams.items():
             self._check_stream(name, stream, splits[name].origin)

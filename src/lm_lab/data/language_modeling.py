@@ -3,12 +3,16 @@ batches are cut from it by tensor indexing, a whole batch per DataLoader item (b
 with no per-example Python loop.
 
 Training draws random windows nanoGPT-style; evaluation uses fixed windows that score every
-token of the stream exactly once. A window never crosses the end of the stream.
+token of the stream exactly once. A window never crosses the end of the stream. Streams can be
+cached on disk and memory-mapped, so a large corpus is tokenized once and never copied into RAM.
 """
 
+import hashlib
 import math
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -44,6 +48,28 @@ def token_stream(texts: list[str], tokenizer: Tokenizer) -> TokenStream:
         ids += more
     n_chars = sum(map(len, texts)) + len(SEPARATOR) * max(0, len(texts) - 1)
     return TokenStream(torch.tensor(ids, dtype=torch.long), n_chars)
+
+
+def cached_token_stream(
+    texts: list[str], tokenizer: Tokenizer, cache_dir: str | Path | None
+) -> TokenStream:
+    """`token_stream`, stored under cache_dir/streams/ keyed by a hash of the texts and the
+    tokenizer, and read back memory-mapped on later runs. cache_dir None disables the cache."""
+    if cache_dir is None:
+        return token_stream(texts, tokenizer)
+    digest = hashlib.sha256(tokenizer.to_json().encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    path = Path(cache_dir) / "streams" / f"{digest.hexdigest()[:32]}.pt"
+    if path.is_file():
+        saved = torch.load(path, mmap=True, weights_only=True)
+        return TokenStream(saved["ids"], int(saved["n_chars"]))
+    stream = token_stream(texts, tokenizer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # concurrent runs never share a half file
+    torch.save({"ids": stream.ids, "n_chars": stream.n_chars}, tmp)
+    tmp.replace(path)
+    return stream
 
 
 class WindowBatches(Dataset):

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from lm_lab.encoders.base import Encoder
+from lm_lab.encoders.base import Encoder, State
 
 
 class Backbone(nn.Module):
@@ -34,3 +34,13 @@ class Backbone(nn.Module):
     ) -> Tensor:
         x = self.drop(self.embed(input_ids))  # (B, T, D)
         return self.norm(self.encoder(x, pad_mask, causal))  # (B, T, D)
+
+    def step(
+        self, input_ids: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """`forward(..., causal=True)` for the next tokens only; see `Encoder.forward_step`."""
+        x = self.embed(input_ids)  # (B, t, D)
+        if self.training:  # skipped in eval: a no-op module call costs generation ~1%
+            x = self.drop(x)
+        y, state = self.encoder.forward_step(x, state, offset, n_pad)
+        return self.norm(y), state  # (B, t, D)

@@ -1,8 +1,13 @@
 """The Encoder contract: what every sequence encoder guarantees, so encoders swap freely."""
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 from torch import Tensor, nn
+
+from lm_lab.encoders.positions import token_positions
+
+State = list[Any]  # one entry per layer: a KV cache (attention) or an (h, c) pair (LSTM)
 
 
 class Encoder(nn.Module, ABC):
@@ -14,6 +19,9 @@ class Encoder(nn.Module, ABC):
       PADDING, with batches right-padded; outputs at pad positions are finite but meaningless.
 
     `max_len` is the longest sequence the encoder accepts, or None when it is unbounded.
+
+    `forward_step` encodes a causal sequence a chunk at a time for generation, carrying a
+    per-layer state instead of recomputing the past; it equals `forward(..., causal=True)`.
     """
 
     d_model: int
@@ -22,3 +30,25 @@ class Encoder(nn.Module, ABC):
     @abstractmethod
     def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """Encode x (B, T, D) into (B, T, D) under the guarantees above."""
+
+    def forward_step(
+        self, x: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """Causal encoding of x (B, t, D), the tokens at columns offset .. offset + t - 1 of a
+        sequence whose earlier columns are summed up in `state` (None at the start).
+
+        `n_pad` (B,) counts left-pad columns per row in a batch of prompts of unequal length:
+        only the first call may contain them; each row's positions start at its first real
+        token and pad columns never reach a real one. Returns (y (B, t, D), new state).
+
+        This default serves encoders made of an optional input encoding `pos` and `layers`
+        that each have `step(x, state, offset, n_pad) -> (x, state)`.
+        """
+        pos = getattr(self, "pos", None)
+        if pos is not None:
+            x = pos(x, token_positions(offset, x.shape[1], n_pad))  # (B, t, D)
+        new_state = []
+        for layer, layer_state in zip(self.layers, state or [None] * len(self.layers), strict=True):
+            x, layer_state = layer.step(x, layer_state, offset, n_pad)  # (B, t, D)
+            new_state.append(layer_state)
+        return x, new_state

@@ -3,13 +3,34 @@
 Sinusoidal and learned encodings are added to the encoder input; rope rotates q and k inside
 attention, so it is a `Rotary` handed to each attention layer; none leaves order to the model
 (an LSTM carries it). Every encoding takes `offset`, the position of the first token, so that
-KV-cache generation can encode new tokens where they really sit.
+KV-cache generation can encode new tokens where they really sit; `offset` may also be a (B, T)
+tensor of per-token positions, for left-padded batches whose rows start at different columns.
 """
 
 import torch
 from torch import Tensor, nn
 
 POSITIONS = ("sinusoidal", "learned", "rope", "none")
+Offset = int | Tensor  # the first token's position, or every token's position (B, T)
+
+
+def token_positions(offset: int, length: int, n_pad: Tensor | None) -> Offset:
+    """Positions of `length` tokens appended at column `offset` of a left-padded batch: row b
+    starts counting at its first real token (column n_pad[b]); pad columns sit at 0."""
+    if n_pad is None:
+        return offset
+    columns = offset + torch.arange(length, device=n_pad.device)  # (T,)
+    return (columns[None, :] - n_pad[:, None]).clamp(min=0)  # (B, T)
+
+
+def _end(offset: Offset, length: int) -> int:
+    """One past the last position used."""
+    return offset + length if isinstance(offset, int) else int(offset.max()) + 1
+
+
+def _rows(table: Tensor, offset: Offset, length: int) -> Tensor:
+    """Table rows for the positions: (T, C) from an int offset, (B, T, C) from a (B, T) tensor."""
+    return table[offset : offset + length] if isinstance(offset, int) else table[offset]
 
 
 def _angles(n_positions: int, dim: int, base: float, device: torch.device) -> Tensor:
@@ -33,12 +54,12 @@ class SinusoidalPositions(nn.Module):
         # A cache, not state: rebuilt (doubled) whenever a longer sequence arrives.
         self.register_buffer("table", torch.empty(0, d_model), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        end = offset + x.shape[1]
+    def forward(self, x: Tensor, offset: Offset = 0) -> Tensor:
+        end = _end(offset, x.shape[1])
         if end > self.table.shape[0]:
             angles = _angles(2 * end, self.d_model, self.base, x.device)
             self.table = torch.cat([angles.sin(), angles.cos()], -1)[:, : self.d_model]  # (L, D)
-        return x + self.scale * self.table[offset:end].to(x.dtype)  # (B, T, D)
+        return x + self.scale * _rows(self.table, offset, x.shape[1]).to(x.dtype)  # (B, T, D)
 
 
 class LearnedPositions(nn.Module):
@@ -50,14 +71,14 @@ class LearnedPositions(nn.Module):
         self.embed = nn.Embedding(max_len, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        end = offset + x.shape[1]
+    def forward(self, x: Tensor, offset: Offset = 0) -> Tensor:
+        end = _end(offset, x.shape[1])
         if end > self.max_len:
             raise ValueError(
                 f"sequence reaches position {end} but model.max_len={self.max_len} with "
                 "positions=learned; raise model.max_len or use positions=sinusoidal|rope"
             )
-        return x + self.embed.weight[offset:end]  # (B, T, D)
+        return x + _rows(self.embed.weight, offset, x.shape[1])  # (B, T, D)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -79,13 +100,16 @@ class Rotary(nn.Module):
         self.register_buffer("cos", torch.empty(0, 0), persistent=False)
         self.register_buffer("sin", torch.empty(0, 0), persistent=False)
 
-    def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+    def forward(self, q: Tensor, k: Tensor, offset: Offset = 0) -> tuple[Tensor, Tensor]:
         """Rotate q and k (B, H, T, Dh) whose first token sits at position `offset`."""
-        end, head_dim = offset + q.shape[-2], q.shape[-1]
+        T, head_dim = q.shape[-2], q.shape[-1]
+        end = _end(offset, T)
         if end > self.cos.shape[0] or head_dim != self.cos.shape[1]:
             angles = _angles(2 * end, head_dim, self.base, q.device).repeat(1, 2)  # (L, Dh)
             self.cos, self.sin = angles.cos(), angles.sin()
-        cos, sin = self.cos[offset:end].to(q.dtype), self.sin[offset:end].to(q.dtype)  # (T, Dh)
+        cos, sin = (_rows(table, offset, T).to(q.dtype) for table in (self.cos, self.sin))
+        if cos.dim() == 3:  # per-row positions (B, T, Dh) broadcast over heads
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, Dh)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
 

@@ -2,7 +2,7 @@
 
 from torch import Tensor, nn
 
-from lm_lab.encoders.attention import MLP, SelfAttention
+from lm_lab.encoders.attention import MLP, KVCache, SelfAttention
 from lm_lab.encoders.base import Encoder
 from lm_lab.encoders.positions import Rotary, build_positions
 
@@ -28,6 +28,14 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         x = x + self.attn(self.ln1(x), pad_mask, causal)  # (B, T, D)
         return x + self.mlp(self.ln2(x))  # (B, T, D)
+
+    def step(
+        self, x: Tensor, cache: KVCache | None, offset: int, n_pad: Tensor | None = None
+    ) -> tuple[Tensor, KVCache]:
+        """`forward` for the next tokens of a causal sequence, attending through the KV cache."""
+        y, cache = self.attn.step(self.ln1(x), cache, offset, n_pad)
+        x = x + y  # (B, t, D)
+        return x + self.mlp(self.ln2(x)), cache  # (B, t, D)
 
 
 class TransformerEncoder(Encoder):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from lm_lab.encoders.base import State
 from lm_lab.tasks.base import TaskModule
 
 
@@ -21,7 +22,17 @@ class LanguageModel(TaskModule):
 
     def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         h = self.backbone(input_ids, pad_mask, causal=True)  # (B, T, D)
-        return h @ self.backbone.embed.weight.T  # (B, T, V): tied head
+        return self.head(h)
+
+    def head(self, h: Tensor) -> Tensor:
+        return h @ self.backbone.embed.weight.T  # (B, T, V): tied to the embedding
+
+    def step(
+        self, input_ids: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """Logits (B, t, V) of the next tokens, carrying the encoder state (generation)."""
+        h, state = self.backbone.step(input_ids, state, offset, n_pad)  # (B, t, D)
+        return self.head(h), state
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         logits = self(batch["input_ids"], batch.get("pad_mask"))  # (B, T, V)

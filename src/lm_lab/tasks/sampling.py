@@ -1,0 +1,174 @@
+"""Sampling from a `LanguageModel`: greedy, temperature, top-k, top-p, on a batch of prompts.
+
+The prompt is encoded once and every new token costs one `LanguageModel.step` of one token:
+attention layers keep their keys and values, LSTM layers their (h, c). Prompts of unequal length
+are LEFT-padded, so every row's next token sits in the same column; `n_pad` tells the encoders
+which columns are padding. `use_cache=False` recomputes the whole sequence at every token, the
+reference that cached generation must equal.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.tasks.language_model import LanguageModel
+from lm_lab.utils.errors import ConfigError
+
+
+def check_sampling(
+    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    """Fail fast on values the sampler cannot honour, naming the key to change."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens}: must be an integer >= 1")
+    if temperature < 0:
+        raise ConfigError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k={top_k}: must be an integer >= 1, or null to keep every token")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"top_p={top_p}: must be in (0, 1], or null to keep every token")
+
+
+def check_length(model: LanguageModel, prompt_len: int, max_new_tokens: int) -> None:
+    """A learned-position model knows only `max_len` positions: refuse before any work."""
+    max_len = model.backbone.encoder.max_len
+    needed = prompt_len + max_new_tokens - 1  # the last new token is never fed back
+    if max_len is not None and needed > max_len:
+        raise ConfigError(
+            f"max_new_tokens={max_new_tokens}: a {prompt_len}-token prompt plus {max_new_tokens} "
+            f"new tokens needs {needed} positions, but this model (positions=learned) was built "
+            f"for model.max_len={max_len}; lower max_new_tokens or shorten the prompt"
+        )
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor | None]:
+    """Token ids (B, T) with each prompt right-aligned, and the pad count per row (B,), or None
+    when all prompts have the same length (the encoders' fast path)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ConfigError("prompt: every prompt must encode to at least one token")
+    T = max(map(len, prompts))
+    ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, T - len(prompt) :] = torch.tensor(prompt)
+    n_pad = torch.tensor([T - len(p) for p in prompts])  # (B,)
+    return ids, (n_pad if n_pad.any() else None)
+
+
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """logits (B, V) with -inf outside the top k tokens and outside the smallest set whose
+    probability reaches top_p (the most likely token always stays)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = sorted_logits.softmax(-1)
+        before = probs.cumsum(-1) - probs  # probability of the tokens ranked above each one
+        drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits  # (B, V)
+
+
+def next_token(
+    logits: Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """One token id per row (B,) from logits (B, V); temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: LanguageModel,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    use_cache: bool = True,
+    on_tokens: Callable[[Tensor], bool] | None = None,
+) -> Tensor:
+    """New token ids (B, n <= max_new_tokens) for a batch of prompts, the model in eval mode.
+
+    `on_tokens(tokens (B,))` sees each step's tokens as they come; returning True stops early.
+    """
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
+    device = model.backbone.embed.weight.device
+    pad_id = model.backbone.embed.padding_idx or 0
+    ids, n_pad = left_pad(prompts, pad_id)
+    pad = torch.tensor([pad_id], device=device)
+    ids, n_pad = ids.to(device), None if n_pad is None else n_pad.to(device)
+    check_length(model, ids.shape[1], max_new_tokens)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    logits, state = model.step(ids, None, 0, n_pad)  # (B, T, V)
+    new: list[Tensor] = []
+    for offset in range(ids.shape[1], ids.shape[1] + max_new_tokens):
+        logits = logits[:, -1].index_fill(-1, pad, -torch.inf)  # (B, V)
+        token = next_token(logits, temperature, top_k, top_p, generator)  # (B,), never pad
+        new.append(token)
+        if (on_tokens is not None and on_tokens(token)) or len(new) == max_new_tokens:
+            break
+        if use_cache:  # the new token sits at column `offset`
+            logits, state = model.step(token[:, None], state, offset, n_pad)  # (B, 1, V)
+        else:
+            ids = torch.cat([ids, token[:, None]], 1)  # (B, offset + 1)
+            logits, _ = model.step(ids, None, 0, n_pad)  # the whole sequence again
+    return torch.stack(new, 1)  # (B, n)
+
+
+def generate_text(
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    stop: str | None = None,
+    on_text: Callable[[int, str], None] | None = None,
+    **sampling: object,
+) -> list[str]:
+    """The text each prompt continues with, cut before `stop`; generation ends once every row
+    has produced `stop`. `on_text(row, new_text)` streams the text as it is decoded."""
+    new: list[list[int]] = [[] for _ in prompts]
+    texts, done = [""] * len(prompts), [False] * len(prompts)
+    shown = [0] * len(prompts)  # characters of each text already streamed
+
+    def on_tokens(tokens: Tensor) -> bool:
+        for row, token in enumerate(tokens.tolist()):
+            if done[row]:
+                continue
+            new[row].append(token)
+            text = tokenizer.decode(new[row])
+            if stop and stop in text:
+                text, done[row] = text[: text.index(stop)], True
+            texts[row] = text
+            if on_text is not None:
+                end = len(text) if done[row] else len(text) - _held_back(text, stop)
+                if end > shown[row]:
+                    on_text(row, text[shown[row] : end])
+                    shown[row] = end
+        return all(done)
+
+    encoded = [tokenizer.encode(prompt) for prompt in prompts]
+    generate_ids(model, encoded, max_new_tokens, on_tokens=on_tokens, **sampling)
+    if on_text is not None:  # what was held back for a stop string that never came
+        for row, text in enumerate(texts):
+            if len(text) > shown[row]:
+                on_text(row, text[shown[row] :])
+    return texts
+
+
+def _held_back(text: str, stop: str | None) -> int:
+    """Length of the longest end of `text` that may be the start of `stop`: not streamed yet."""
+    if not stop:
+        return 0
+    return next(
+        (n for n in range(min(len(stop) - 1, len(text)), 0, -1) if stop.startswith(text[-n:])), 0
+    )

@@ -1,0 +1,61 @@
+"""generate.run: a checkpoint alone gives the model and the tokenizer that decodes its samples."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.generate import run as generate
+from lm_lab.generate import unescape
+from lm_lab.train import run as train
+from lm_lab.utils.errors import ConfigError
+
+
+@pytest.fixture
+def checkpoint(compose, tmp_path) -> Path:
+    (tmp_path / "train.txt").write_text("to be or not to be, that is the question\n" * 40)
+    (tmp_path / "validation.txt").write_text("whether tis nobler in the mind to suffer\n" * 10)
+    cfg = compose(
+        "task=generate", "data=text", f"data.root={tmp_path}", "tokenizer=char",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
+    )  # fmt: skip
+    train(cfg)
+    (Path(cfg.paths.output_dir) / "tokenizer.json").unlink()  # only the checkpoint has it now
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+def test_samples_from_a_checkpoint_decode_with_its_tokenizer(checkpoint, compose, tmp_path):
+    (tmp_path / "prompts.txt").write_text("to be\nthe\n")
+    cfg = compose(
+        f"ckpt_path={checkpoint}", f"prompt_file={tmp_path / 'prompts.txt'}", "num_samples=2",
+        "max_new_tokens=20", "top_k=5", config_name="generate",
+    )  # fmt: skip
+    cfg.paths.output_dir = str(tmp_path / "sample")
+    samples = generate(cfg)["samples"]
+    assert [s["prompt"] for s in samples] == ["to be", "to be", "the", "the"]
+    alphabet = set("to be or not to be, that is the question\n") | {CharTokenizer.UNK_TEXT}
+    for sample in samples:
+        assert len(sample["completion"]) == 20 and set(sample["completion"]) <= alphabet
+    written = (tmp_path / "sample" / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in written] == samples
+
+
+def test_a_classifier_checkpoint_cannot_generate(compose, tmp_path):
+    rows = "text,label\n" + "good film,pos\nbad film,neg\n" * 8
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.csv").write_text(rows)
+    cfg = compose(
+        "task=classify", "data=csv", f"data.root={tmp_path}", "tokenizer=char",
+        "trainer.limit_train_batches=2", "test=false",
+    )  # fmt: skip
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    gcfg = compose(f"ckpt_path={ckpt}", config_name="generate")
+    gcfg.paths.output_dir = str(tmp_path / "sample")
+    with pytest.raises(ConfigError, match="cannot generate"):
+        generate(gcfg)
+
+
+def test_command_line_escapes_become_newlines_and_tabs():
+    assert unescape(r"ROMEO:\n\tO") == "ROMEO:\n\tO" and unescape("plain") == "plain"
