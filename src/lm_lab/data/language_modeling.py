@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
+from lm_lab.data.resumable import EpochSampler
 from lm_lab.data.tokenizers import Tokenizer
 
 SEPARATOR = "\n\n"  # between the texts of a multi-text split
@@ -66,34 +67,28 @@ class WindowBatches(Dataset):
         return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # (B, T) each
 
 
-class RandomWindows(Sampler[Tensor]):
+class RandomWindows(EpochSampler):
     """Yields batches of random window starts: `n_windows` per epoch, uniform over every start
     whose window of block_size + 1 tokens fits in the stream. Epoch e draws from a generator
-    seeded by (seed, e): reproducible, yet new windows each epoch. Lightning calls set_epoch;
-    without it, each pass over the sampler counts as the next epoch."""
+    seeded by (seed, e) (see EpochSampler): reproducible, resumable mid-epoch, yet new windows
+    each epoch."""
 
     def __init__(
         self, n_tokens: int, block_size: int, batch_size: int, n_windows: int, seed: int = 0
     ) -> None:
         if n_tokens < block_size + 1:
             raise ValueError(f"stream of {n_tokens} tokens is shorter than one window")
+        super().__init__(seed)
         self.n_starts = n_tokens - block_size  # starts 0 .. n_tokens - block_size - 1
         self.batch_size = batch_size
         self.n_windows = n_windows
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return math.ceil(self.n_windows / self.batch_size)
 
-    def __iter__(self) -> Iterator[Tensor]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        self.epoch += 1
+    def order(self, generator: torch.Generator) -> Iterator[Tensor]:
         starts = torch.randint(self.n_starts, (self.n_windows,), generator=generator)
-        yield from starts.split(self.batch_size)  # (B,) each; the last may be shorter
+        return iter(starts.split(self.batch_size))  # (B,) each; the last may be shorter
 
 
 class EvalWindows(Dataset):

@@ -1,30 +1,82 @@
-"""Wraps entry points so a bad input ends in one line that says what to change."""
+"""Wraps entry points so a bad input ends in one line that says what to change.
+
+Two layers, because Hydra composes the config before our code runs:
+- `cli(main)` around the `@hydra.main` function: unknown keys, unknown config choices and bad
+  override syntax (Hydra's errors, printed by Hydra over several lines with exit code 1);
+- `guarded(run, cfg)` inside it: ConfigError, missing/invalid config values, and constructors
+  that reject a value while Hydra instantiates a config (`model.n_heads=5`).
+Both print `error: <one line>` on stderr and exit with status 2. HYDRA_FULL_ERROR=1 shows the
+whole traceback instead.
+"""
 
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
 from lm_lab.utils.errors import ConfigError
 
+EXIT_BAD_INPUT = 2
+_USER_FULL_ERROR = "LM_LAB_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept while cli() sets it
+
+
+def full_error() -> bool:
+    """Did the user ask for whole tracebacks (HYDRA_FULL_ERROR=1)?"""
+    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+def cli(main: Callable[[], Any]) -> None:
+    """Runs a `@hydra.main` function with Hydra's own errors turned into one line.
+
+    Hydra prints its errors itself unless HYDRA_FULL_ERROR=1, in which case it raises them; so
+    that is set here and the user's own choice is remembered for `full_error()`."""
+    os.environ.setdefault(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "0"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException, ConfigError) as err:
+        _exit_or_raise(err)
+
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:
-    """ConfigError and missing/invalid config values exit with status 2 and one line on stderr;
-    HYDRA_FULL_ERROR=1 shows the whole traceback instead."""
+    """Runs `fn(*args)`; bad input exits with status 2 and one line on stderr."""
     try:
         return fn(*args)
-    except (ConfigError, OmegaConfBaseException) as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    except (ConfigError, OmegaConfBaseException, InstantiationException) as err:
+        _exit_or_raise(err)
 
 
-def _one_line(err: Exception) -> str:
+def one_line(err: BaseException) -> str | None:
+    """The message to print, or None when the error is not about the input (a bug: re-raise)."""
+    if isinstance(err, InstantiationException):
+        cause = err.__cause__
+        if isinstance(cause, ValueError | MisconfigurationException | OmegaConfBaseException):
+            return one_line(cause)
+        return None
+    if isinstance(err, MissingConfigException) and err.options:
+        return f"{_first_line(err)}; choose one of: {', '.join(err.options)}"
     if isinstance(err, OmegaConfBaseException):
         key = getattr(err, "full_key", None)
-        msg = str(err).splitlines()[0]
-        return f"config key {key}: {msg}" if key else msg
-    return str(err).splitlines()[0]
+        return f"config key {key}: {_first_line(err)}" if key else _first_line(err)
+    if isinstance(err, HydraException):
+        # e.g. "Could not override 'model.foo'." + "To append to your config use +model.foo=1"
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return " ".join(lines[:2])
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _exit_or_raise(err: BaseException) -> None:
+    message = one_line(err)
+    if full_error() or message is None:
+        raise err
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)

@@ -1,0 +1,70 @@
+"""A signal mid-epoch saves the run; `resume=<run dir>` finishes it exactly like an
+uninterrupted run, in the same run dir and the same metrics.csv."""
+
+import csv
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+import lm_lab.train
+from lm_lab.train import run as train
+from lm_lab.utils.errors import ConfigError
+
+# 8 batches per epoch, 2 epochs; step 11 is mid-way through the second epoch
+RUN = ("trainer.max_epochs=2", "data.train_windows_per_epoch=64", "trainer.log_every_n_steps=1")
+TASKS = {"generate": ("task=generate",), "classify": ("task=classify", "trainer.limit_train_batches=8")}
+
+
+class SignalAt(L.Callback):
+    """Sends a real signal to this process at the end of optimizer step `step`."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def interrupt_at(monkeypatch, step: int, signum: int) -> None:
+    """The first trainer built gets a SignalAt before every other callback."""
+    build = lm_lab.train.build_trainer
+
+    def build_with_signal(cfg):
+        trainer = build(cfg)
+        trainer.callbacks.insert(0, SignalAt(step, signum))
+        monkeypatch.setattr(lm_lab.train, "build_trainer", build)
+        return trainer
+
+    monkeypatch.setattr(lm_lab.train, "build_trainer", build_with_signal)
+
+
+def train_losses(run_dir: Path) -> list[tuple[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open() as f:
+        return [(r["step"], r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_interrupted_then_resumed_run_equals_uninterrupted_run(task, compose, tmp_path, monkeypatch):
+    overrides = (*TASKS[task], *RUN, "model.dropout=0.1")  # dropout: the RNG state must resume too
+    whole = compose(*overrides)
+    whole.paths.output_dir = str(tmp_path / "whole")
+    expected = train(whole)["metrics"]
+
+    cut = compose(*overrides)
+    run_dir = Path(cut.paths.output_dir)
+    interrupt_at(monkeypatch, step=11, signum=signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        train(cut)
+    assert stopped.value.code == 143
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "metrics.json").exists()  # an unfinished run never looks finished
+
+    resumed = train(compose(f"resume={run_dir}", tiny=False))
+    assert resumed["run_dir"] == str(run_dir)
+    print("WHOLE", train_losses(tmp_path / "whole")); print("CUT", train_losses(run_dir))
+    assert resumed["metrics"] == expected
+    assert train_losses(run_dir) == train_losses(tmp_path / "whole")  # one logger run, appended
