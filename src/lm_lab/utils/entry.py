@@ -33,13 +33,20 @@ def cli(main: Callable[[], Any]) -> None:
     """Runs a `@hydra.main` function with Hydra's own errors turned into one line.
 
     Hydra prints its errors itself unless HYDRA_FULL_ERROR=1, in which case it raises them; so
-    that is set here and the user's own choice is remembered for `full_error()`."""
-    os.environ.setdefault(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "0"))
+    that is set while `main` runs, and the user's own choice is kept for `full_error()`."""
+    before = {name: os.environ.get(name) for name in ("HYDRA_FULL_ERROR", _USER_FULL_ERROR)}
+    os.environ[_USER_FULL_ERROR] = "1" if full_error() else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
     except (HydraException, OmegaConfBaseException, ConfigError) as err:
         _exit_or_raise(err)
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:

@@ -6,9 +6,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lm_lab.utils.checkpoint import read_checkpoint
 from lm_lab.utils.errors import ConfigError
 
 _ABSENT = object()
+LIGHTNING_CKPT_NAMES = ("last", "hpc", "best")  # ckpt_path values Lightning looks up itself
 
 
 def _int_at_least(minimum: int) -> Callable[[Any], bool]:
@@ -45,15 +47,19 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 def validate_config(cfg: DictConfig) -> None:
     """Raises ConfigError("<key>=<value>: must be ...") for the first value out of range; keys a
-    config does not have (e.g. model.n_heads of the BiLSTM) are skipped."""
+    config does not have (e.g. model.n_heads of the BiLSTM) are skipped. A ckpt_path to start
+    from must be a readable lm_lab checkpoint."""
     for key, ok, what in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not ok(value):
             raise ConfigError(f"{key}={value!r}: must be {what}")
     d_model, n_heads = cfg.model.get("d_model"), cfg.model.get("n_heads")
     if n_heads is not None and d_model % n_heads:
-        divisors = [n for n in (1, 2, 4, 8, 16) if d_model % n == 0]
+        nearest = max(n for n in range(1, n_heads + 1) if d_model % n == 0)
         raise ConfigError(
             f"model.n_heads={n_heads}: must divide model.d_model={d_model}; "
-            f"use e.g. model.n_heads={divisors[-1]}"
+            f"use e.g. model.n_heads={nearest}"
         )
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
+        read_checkpoint(ckpt_path)
