@@ -27,6 +27,9 @@ test: $(STAMP) ## run the default test suite (under 10 minutes on 2 cores)
 test-full: $(STAMP) ## run every test, the slow ones included
 	$(PY) -m pytest -m ""
 
+test-reliability: $(STAMP) ## bad inputs, interrupt/resume, NaN stop, determinism (docs/errors.md)
+	$(PY) -m pytest tests/reliability
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -39,4 +42,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full lint format clean
+.PHONY: help install train test test-full test-reliability lint format clean

@@ -4,6 +4,9 @@ uninterrupted run, in the same run dir and the same metrics.csv."""
 import csv
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +14,8 @@ import pytest
 
 import lm_lab.train
 from lm_lab.train import run as train
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # 4 batches per epoch, 2 epochs; step 6 is mid-way through the second epoch
 RUN = (
@@ -82,3 +87,27 @@ def test_interrupted_then_resumed_run_equals_uninterrupted_run(
     assert resumed["run_dir"] == str(run_dir)
     assert resumed["metrics"] == expected
     assert train_losses(run_dir) == train_losses(tmp_path / "whole")  # one logger run, appended
+
+
+@pytest.mark.slow
+def test_sigterm_to_train_py_saves_and_exits_143(tmp_path):
+    """The real entry point, killed from outside as a scheduler would."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", "task=generate"]
+    cmd += [
+        "tokenizer=byte",
+        "model.d_model=32",
+        "trainer.max_epochs=1000",
+        "extras.print_config=false",
+    ]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "tokenizer.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)  # written just before fitting starts
+    time.sleep(5)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 143, err[-2000:]
+    assert f"resume with: python train.py resume={run_dir}" in err
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "metrics.json").exists()
