@@ -17,6 +17,7 @@ from lm_lab.utils.finite_loss import TrainingDiverged
 SHORT = (
     "task=generate",
     "tokenizer=byte",
+    "model.n_layers=1",
     "trainer.max_epochs=2",
     "data.train_windows_per_epoch=32",
     "trainer.num_sanity_val_steps=0",

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # 4 batches per epoch, 2 epochs; step 6 is mid-way through the second epoch
 RUN = (
     "tokenizer=byte",
+    "model.n_layers=1",
     "trainer.max_epochs=2",
     "data.train_windows_per_epoch=32",
     "trainer.log_every_n_steps=1",
@@ -96,6 +97,7 @@ def test_sigterm_to_train_py_saves_and_exits_143(tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", "task=generate"]
     cmd += [
         "tokenizer=byte",
+        "model.n_layers=1",
         "model.d_model=32",
         "trainer.max_epochs=1000",
         "extras.print_config=false",
