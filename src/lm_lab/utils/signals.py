@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -54,7 +55,8 @@ class GracefulStop(L.Callback):
             return
         signum = self.received or signal.SIGTERM
         path = self.run_dir / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(path)
+        if trainer.state.fn == TrainerFn.FITTING:  # while testing, last.ckpt is already final
+            trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             print(
                 f"interrupted by {signal.Signals(signum).name} at step {trainer.global_step} "
