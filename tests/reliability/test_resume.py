@@ -11,6 +11,9 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 import lm_lab.train
 from lm_lab.train import run as train
@@ -113,3 +116,13 @@ def test_sigterm_to_train_py_saves_and_exits_143(tmp_path):
     assert f"resume with: python train.py resume={run_dir}" in err
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_resume_runs_in_the_run_dir_it_names(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("train", [f"resume={tmp_path}"], return_hydra_config=True)
+        fresh = hydra_compose("train", [], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.run.dir == str(tmp_path)
+    assert "/runs/" in fresh.hydra.run.dir  # without resume: a new stamped dir
