@@ -52,6 +52,9 @@ bench: $(STAMP) ## plain PyTorch loop vs lm_lab: train and generate tokens/s (AR
 bench-full: $(STAMP) ## bench plus 2000 iterations of both: val loss and wall time (minutes)
 	$(PY) bench/lm_speed.py --full $(ARGS)
 
+test-reliability: $(STAMP) ## bad inputs, interrupt/resume, NaN stop, determinism (docs/errors.md)
+	$(PY) -m pytest tests/reliability
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -64,4 +67,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full bench bench-full ddp-sim gpu-check ablate report sweep lint format clean
+.PHONY: help install train test test-full test-reliability bench bench-full ddp-sim gpu-check ablate report sweep lint format clean

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without `pip install -e .`
 
-from lm_lab.utils.entry import guarded  # noqa: E402
+from lm_lab.utils.entry import cli, guarded  # noqa: E402
 from lm_lab.utils.launch import external_rank_overrides, job_scope  # noqa: E402
 from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
 
@@ -29,4 +29,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     sys.argv += external_rank_overrides()  # torchrun / srun ranks > 0 write nothing
-    main()
+    cli(main)

@@ -11,7 +11,10 @@ CHAR_VOCAB = 67  # Tiny Shakespeare's 65 characters + pad + unk
 
 
 def n_params(cfg) -> int:
-    return sum(p.numel() for p in Backbone(instantiate(encoder_config(cfg.model)), CHAR_VOCAB, 0).parameters())
+    return sum(
+        p.numel()
+        for p in Backbone(instantiate(encoder_config(cfg.model)), CHAR_VOCAB, 0).parameters()
+    )
 
 
 def test_baby_gpt_follows_nanogpt(compose):

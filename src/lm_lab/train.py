@@ -13,7 +13,9 @@ from lm_lab.data.datamodule import TextDataModule
 from lm_lab.utils.checkpoint import build_module
 from lm_lab.utils.config import apply_extras, instantiate_dict, write_json
 from lm_lab.utils.loggers import finish_wandb, log_config
+from lm_lab.utils.resume import resume_config
 from lm_lab.utils.sizing import parameter_counts
+from lm_lab.utils.validate import validate_config
 
 
 def build_datamodule(cfg: DictConfig) -> TextDataModule:
@@ -37,6 +39,8 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; writes <run dir>/metrics.json and returns its content."""
+    cfg = resume_config(cfg)  # resume=<run dir>: that run's config and its last.ckpt
+    validate_config(cfg)
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()

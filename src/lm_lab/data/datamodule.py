@@ -20,6 +20,7 @@ from lm_lab.data.language_modeling import (
     WindowBatches,
     cached_token_stream,
 )
+from lm_lab.data.resumable import ResumableLoader, SeededShuffle
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
@@ -179,7 +180,7 @@ class TextDataModule(L.LightningDataModule):
         rank, world = self._ranks()
         if self.task == "classify":
             if world == 1:
-                return self._loader(dataset, shuffle=True)
+                return self._loader(dataset, sampler=SeededShuffle(len(dataset), self.seed))
             self.stats["train/dropped_per_epoch_for_equal_ranks"] = len(dataset) % world
             sampler = DistributedSampler(dataset, world, rank, seed=self.seed, drop_last=True)
             return self._loader(dataset, sampler=sampler)
@@ -224,9 +225,10 @@ class TextDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
 
-    def _loader(self, dataset: Dataset, shuffle: bool = False, **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         """LM datasets yield whole batches (batch_size=None); classification ones are batched
-        and padded here. A seeded generator fixes shuffling and worker seeds."""
+        and padded here. Training samplers are seeded per epoch and the loader resumable, so a
+        run resumed mid-epoch sees the same batches; a seeded generator fixes worker seeds."""
         batching: dict[str, Any] = (
             {
                 "batch_size": self.batch_size,
@@ -235,9 +237,8 @@ class TextDataModule(L.LightningDataModule):
             if self.task == "classify"
             else {"batch_size": None}
         )
-        return DataLoader(
+        return ResumableLoader(
             dataset,
-            shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

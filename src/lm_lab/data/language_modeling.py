@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
+from lm_lab.data.resumable import EpochSampler
 from lm_lab.data.tokenizers import Tokenizer
 
 SEPARATOR = "\n\n"  # between the texts of a multi-text split
@@ -92,11 +93,11 @@ class WindowBatches(Dataset):
         return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # (B, T) each
 
 
-class RandomWindows(Sampler[Tensor]):
+class RandomWindows(EpochSampler):
     """Yields batches of random window starts: `n_windows` per epoch, uniform over every start
     whose window of block_size + 1 tokens fits in the stream. Epoch e draws from a generator
-    seeded by (seed, e): reproducible, yet new windows each epoch. Lightning calls set_epoch;
-    without it, each pass over the sampler counts as the next epoch.
+    seeded by (seed, e) (see EpochSampler): reproducible, resumable mid-epoch, yet new windows
+    each epoch.
 
     Data-parallel: every rank draws the same epoch and takes its own share of each global batch
     of batch_size * world_size windows, so ranks never share a draw and the global batches equal
@@ -115,22 +116,16 @@ class RandomWindows(Sampler[Tensor]):
     ) -> None:
         if n_tokens < block_size + 1:
             raise ValueError(f"stream of {n_tokens} tokens is shorter than one window")
+        super().__init__(seed)
         self.n_starts = n_tokens - block_size  # starts 0 .. n_tokens - block_size - 1
         self.batch_size = batch_size
         self.n_windows = math.ceil(n_windows / world_size) * world_size  # all ranks
-        self.seed = seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return math.ceil(self.n_windows / (self.batch_size * self.world_size))
 
-    def __iter__(self) -> Iterator[Tensor]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        self.epoch += 1
+    def order(self, generator: torch.Generator) -> Iterator[Tensor]:
         starts = torch.randint(self.n_starts, (self.n_windows,), generator=generator)  # all ranks
         for batch in starts.split(self.batch_size * self.world_size):  # the last may be shorter
             yield batch.view(self.world_size, -1)[self.rank]  # (B,) this rank's share

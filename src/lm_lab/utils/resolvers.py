@@ -40,13 +40,15 @@ def register_resolvers() -> None:
     """`${not:x}` flips a bool (a causal task builds no backward LSTM); `${uid:}` is a per-process
     suffix so two runs started in the same second get different run dirs; `${auto_precision:acc}`,
     `${env_num_nodes:}` and `${env_devices_per_node:}` read the machine and the launcher, so one
-    trainer config serves a laptop, torchrun and SLURM."""
+    trainer config serves a laptop, torchrun and SLURM; `${if_null:x,y}` is x unless it is null
+    (`resume=<run dir>` reuses that dir instead of making a new one)."""
     resolvers = {
         "not": lambda x: not x,
         "uid": lambda: _RUN_UID,
         "auto_precision": auto_precision,
         "env_num_nodes": env_num_nodes,
         "env_devices_per_node": env_devices_per_node,
+        "if_null": lambda x, default: default if x is None else x,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
