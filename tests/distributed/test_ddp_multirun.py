@@ -96,6 +96,7 @@ def test_only_rank_zero_writes_files(multirun):
         ".hydra/overrides.yaml",
         "checkpoints/best.ckpt",
         "checkpoints/last.ckpt",
+        "csv/hparams.yaml",  # the resolved config, logged by rank 0
         "csv/metrics.csv",
         "metrics.json",
         "tokenizer.json",

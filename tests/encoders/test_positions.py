@@ -37,3 +37,14 @@ def test_rope_only_rotates():
     q = torch.randn(1, 2, 5, 8)
     rotated, _ = Rotary()(q, q)
     torch.testing.assert_close(rotated.norm(dim=-1), q.norm(dim=-1))
+
+
+@pytest.mark.parametrize("positions", ["rope", "sinusoidal"])
+def test_position_caches_are_not_buffers(positions):
+    """DDP broadcasts buffers from rank 0 every step; a cache whose length follows each rank's
+    batch would differ between ranks and crash gloo/NCCL (seen with padded classify batches)."""
+    from lm_lab.encoders.transformer import TransformerEncoder
+
+    enc = TransformerEncoder(d_model=32, n_layers=1, n_heads=4, positions=positions)
+    enc(torch.randn(2, 7, 32))
+    assert list(enc.buffers()) == []

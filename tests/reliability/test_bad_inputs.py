@@ -15,6 +15,7 @@ from lm_lab.evaluate import run as evaluate
 from lm_lab.train import run as train
 from lm_lab.utils.entry import cli, guarded
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.sizing import encoder_config
 from lm_lab.utils.validate import validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     ("override", "message"),
     [
         ("model.foo=1", "error: Could not override 'model.foo'. To append to your config use"),
-        ("model=foo", "Could not find 'model/foo'; choose one of: bilstm, hybrid, transformer"),
+        ("model=foo", "Could not find 'model/foo'; choose one of: baby_gpt, bilstm, hybrid"),
         ("model.d_model=${oops", "error: mismatched input"),
     ],
 )
@@ -83,7 +84,7 @@ def test_constructor_errors_are_one_line_exit_2(compose, capsys, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     cfg = compose("model.d_model=36", "model.n_heads=4")  # head size 9: rope needs it even
     with pytest.raises(SystemExit) as stopped:
-        guarded(instantiate, cfg.model)
+        guarded(instantiate, encoder_config(cfg.model))
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: positions=rope needs an even head size") and "\n" not in err

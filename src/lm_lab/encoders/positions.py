@@ -51,12 +51,13 @@ class SinusoidalPositions(nn.Module):
         super().__init__()
         self.d_model, self.base = d_model, base
         self.scale = init_std * 2**0.5  # sin/cos have RMS 1/sqrt(2)
-        # A cache, not state: rebuilt (doubled) whenever a longer sequence arrives.
-        self.register_buffer("table", torch.empty(0, d_model), persistent=False)
+        # A cache, not state (no buffer: DDP would broadcast it, and its length differs between
+        # ranks); rebuilt (doubled) whenever a longer sequence or another device arrives.
+        self.table = torch.empty(0, d_model)
 
     def forward(self, x: Tensor, offset: Offset = 0) -> Tensor:
         end = _end(offset, x.shape[1])
-        if end > self.table.shape[0]:
+        if end > self.table.shape[0] or self.table.device != x.device:
             angles = _angles(2 * end, self.d_model, self.base, x.device)
             self.table = torch.cat([angles.sin(), angles.cos()], -1)[:, : self.d_model]  # (L, D)
         return x + self.scale * _rows(self.table, offset, x.shape[1]).to(x.dtype)  # (B, T, D)
@@ -97,14 +98,14 @@ class Rotary(nn.Module):
     def __init__(self, base: float = 10000.0) -> None:
         super().__init__()
         self.base = base
-        self.register_buffer("cos", torch.empty(0, 0), persistent=False)
-        self.register_buffer("sin", torch.empty(0, 0), persistent=False)
+        # caches, not buffers: DDP would broadcast them, and their length differs between ranks
+        self.cos, self.sin = torch.empty(0, 0), torch.empty(0, 0)
 
     def forward(self, q: Tensor, k: Tensor, offset: Offset = 0) -> tuple[Tensor, Tensor]:
         """Rotate q and k (B, H, T, Dh) whose first token sits at position `offset`."""
         T, head_dim = q.shape[-2], q.shape[-1]
         end = _end(offset, T)
-        if end > self.cos.shape[0] or head_dim != self.cos.shape[1]:
+        if end > self.cos.shape[0] or head_dim != self.cos.shape[1] or self.cos.device != q.device:
             angles = _angles(2 * end, head_dim, self.base, q.device).repeat(1, 2)  # (L, Dh)
             self.cos, self.sin = angles.cos(), angles.sin()
         cos, sin = (_rows(table, offset, T).to(q.dtype) for table in (self.cos, self.sin))

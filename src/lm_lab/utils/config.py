@@ -18,9 +18,11 @@ PRINT_ORDER = ("data", "tokenizer", "model", "task", "finetune", "trainer", "cal
 
 def apply_extras(cfg: DictConfig) -> None:
     """Conveniences that must happen before anything else prints."""
-    if logging.getLogger().handlers:  # Hydra logs to console and file: Lightning's own handler
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # would print twice
-            logging.getLogger(name).handlers.clear()
+    if logging.getLogger().handlers:  # Hydra logs to console and <run dir>/train.log: send
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Lightning's lines
+            logger = logging.getLogger(name)  # there once (its own handler would repeat them,
+            logger.handlers.clear()  # and it turned propagation off when it added that handler)
+            logger.propagate = True
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
