@@ -5,11 +5,12 @@
 checkpoint cannot give back); `restore_adapter` rebuilds a module from that plus the base.
 """
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
@@ -20,6 +21,8 @@ from lm_lab.finetune.transfer import load_backbone
 from lm_lab.utils.errors import ConfigError
 
 ADAPTER_FILE = "adapter.pt"
+
+log = logging.getLogger(__name__)
 
 
 def prepare_finetune(cfg: DictConfig, module: nn.Module) -> nn.Module:
@@ -41,7 +44,7 @@ def print_report(report: dict[str, Any], strategy: str) -> None:
     for group, row in report.items():
         table.add_row(group, f"{row['trainable']:,}", f"{row['total']:,}", f"{row['percent']:.2f}")
     Console().print(table)
-    rank_zero_info(
+    log.info(
         f"trainable params: {report['all']['trainable']} / {report['all']['total']} "
         f"({report['all']['percent']}%)"
     )
@@ -63,7 +66,7 @@ def save_adapter(module: nn.Module, run_dir: str | Path) -> Path | None:
         "label_names": module.label_names,
     }
     torch.save({"state_dict": state, "lm_lab": lm_lab | extra}, path)
-    rank_zero_info(f"adapter-only artefact: {path} ({len(state)} of {len(module.state_dict())})")
+    log.info(f"adapter-only artefact: {path} ({len(state)} of {len(module.state_dict())})")
     return path
 
 

@@ -5,11 +5,11 @@ model config must describe the same architecture; dropout and `bidirectional` ma
 LM has no backward LSTMs: a bidirectional classifier starts them new).
 """
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -20,13 +20,15 @@ from lm_lab.utils.errors import ConfigError
 
 FREE_KEYS = ("dropout", "bidirectional")  # may differ between pretraining and fine-tuning
 
+log = logging.getLogger(__name__)
+
 
 def pretrained_tokenizer(cfg: DictConfig) -> Tokenizer | None:
     """The init_from checkpoint's fitted tokenizer (cfg.tokenizer is then ignored), else None."""
     if not cfg.get("init_from"):
         return None
     tokenizer = from_json(read_checkpoint(cfg.init_from)["lm_lab"]["tokenizer"])
-    rank_zero_info(f"init_from: using the checkpoint's tokenizer {tokenizer}")
+    log.info(f"init_from: using the checkpoint's tokenizer {tokenizer}")
     return tokenizer
 
 
@@ -66,7 +68,7 @@ def load_backbone(module: nn.Module, path: str | Path, model_cfg: DictConfig) ->
         )
     module.load_state_dict(theirs, strict=False)
     new = sorted(k for k in ours if k.startswith(BACKBONE) and k not in theirs)
-    rank_zero_info(
+    log.info(
         f"init_from={path}: loaded {len(theirs)} backbone tensors "
         f"({dict(Counter(group_of(k) for k in theirs))}); "
         f"new (random init): {_summary(new) or 'none'}"
