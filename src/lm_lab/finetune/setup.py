@@ -78,7 +78,7 @@ def restore_adapter(
     base = base_ckpt or cfg.get("init_from")
     if not base:
         raise ConfigError("ckpt_path is an adapter-only artefact: pass base_ckpt=<the LM ckpt>")
-    transferred = load_backbone(module, base, cfg.model)
+    transferred = load_backbone(module, base, cfg.model, "base_ckpt" if base_ckpt else "init_from")
     if transferred != set(ckpt["lm_lab"]["base_keys"]):
         raise ConfigError(f"base_ckpt={base}: its backbone keys differ from those trained on")
     apply_finetune(cfg, module)

@@ -48,10 +48,16 @@ def check_architecture(model_cfg: DictConfig, ckpt: dict[str, Any], path: str) -
         )
 
 
-def load_backbone(module: nn.Module, path: str | Path, model_cfg: DictConfig) -> set[str]:
+def load_backbone(
+    module: nn.Module, path: str | Path, model_cfg: DictConfig, key: str = "init_from"
+) -> set[str]:
     """Copies the checkpoint's backbone tensors into module.backbone; returns the loaded keys
-    (module names, e.g. backbone.embed.weight) and prints what loaded and what is new."""
-    ckpt = read_checkpoint(path)
+    (module names, e.g. backbone.embed.weight) and prints what loaded and what is new.
+    `key` names the option that gave `path`, for the error message."""
+    try:
+        ckpt = read_checkpoint(path)
+    except ConfigError as err:
+        raise ConfigError(f"{key}={path}: {str(err).split(': ', 1)[-1]}") from err
     check_architecture(model_cfg, ckpt, str(path))
     theirs = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE)}
     ours = module.state_dict()
