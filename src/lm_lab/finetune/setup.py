@@ -31,7 +31,7 @@ def prepare_finetune(cfg: DictConfig, module: nn.Module) -> nn.Module:
     strategy = apply_finetune(cfg, module)
     module.transferred_keys = transferred
     module.param_report = trainable_report(module)
-    print_report(module.param_report, type(strategy).__name__)
+    print_report(module.param_report, type(strategy).__name__ if strategy else "none")
     return module
 
 
