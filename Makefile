@@ -21,6 +21,9 @@ install: $(STAMP) ## create .venv and install lm_lab (CPU torch pinned for this 
 train: $(STAMP) ## train the default model on the built-in data and print test metrics
 	$(PY) train.py $(ARGS)
 
+finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strategy, write a table (ARGS=--steps 300 ...)
+	$(PY) scripts/finetune_compare.py $(ARGS)
+
 test: $(STAMP) ## run the default test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest
 
@@ -67,4 +70,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full test-reliability bench bench-full ddp-sim gpu-check ablate report sweep lint format clean
+.PHONY: help install train test test-full test-reliability finetune-compare bench bench-full ddp-sim gpu-check ablate report sweep lint format clean

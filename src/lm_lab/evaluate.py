@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"split={cfg.split!r} is not one of {SPLITS}")
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    module, saved = load_module(cfg.ckpt_path)
+    module, saved = load_module(cfg.ckpt_path, cfg.get("base_ckpt"))
     print_config_tree(saved)
     datamodule = instantiate(data_config(cfg, saved), tokenizer=module.tokenizer)
     datamodule.setup("test")

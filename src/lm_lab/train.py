@@ -10,6 +10,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.data.datamodule import TextDataModule
+from lm_lab.finetune.setup import prepare_finetune, save_adapter
+from lm_lab.finetune.transfer import pretrained_tokenizer
 from lm_lab.utils.checkpoint import build_module
 from lm_lab.utils.config import apply_extras, instantiate_dict, write_json
 from lm_lab.utils.loggers import finish_wandb, log_config
@@ -20,7 +22,8 @@ from lm_lab.utils.validate import validate_config
 
 def build_datamodule(cfg: DictConfig) -> TextDataModule:
     """Data first: the tokenizer is fitted here and sizes the model."""
-    datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
+    tokenizer = pretrained_tokenizer(cfg) or instantiate(cfg.tokenizer)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.setup("fit")
     return datamodule
 
@@ -46,6 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule.tokenizer, datamodule.label_names)
+    module = prepare_finetune(cfg, module)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg)
     log_config(trainer, module.run_config)
@@ -58,11 +62,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer))
         metrics |= final_metrics(trainer)
+    save_adapter(module, out_dir)
 
     result = {
         "metrics": metrics,
         "data": datamodule.stats,
-        "params": parameter_counts(module),
+        "params": parameter_counts(module) | module.param_report,  # totals + trainable by group
         "wall_time_s": round(time.perf_counter() - started, 2),
         "run_dir": str(out_dir),
     }

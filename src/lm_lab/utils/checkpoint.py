@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.data.tokenizers import from_json
 from lm_lab.encoders.backbone import Backbone
+from lm_lab.finetune.base import apply_finetune
 from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.sizing import sized_encoder_config
@@ -36,12 +37,19 @@ def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None)
     return instantiate(cfg.task, backbone=backbone, tokenizer=tokenizer, label_names=label_names)
 
 
-def load_module(path: str | Path) -> tuple[TaskModule, DictConfig]:
-    """Rebuilds the trained module from the checkpoint alone (no run dir, no data needed)."""
+def load_module(path: str | Path, base_ckpt: str | None = None) -> tuple[TaskModule, DictConfig]:
+    """Rebuilds the trained module from the checkpoint alone (no run dir, no data needed), or
+    from an adapter-only artefact plus its base LM checkpoint (`base_ckpt`)."""
     ckpt = read_checkpoint(path)
     state = ckpt["lm_lab"]
     cfg = OmegaConf.create(state["config"])
     module = build_module(cfg, from_json(state["tokenizer"]), state["label_names"])
-    module.load_state_dict(ckpt["state_dict"])
+    if state.get("adapter_only"):
+        from lm_lab.finetune.setup import restore_adapter  # lazy: finetune reads checkpoints too
+
+        restore_adapter(module, cfg, ckpt, base_ckpt)
+    else:
+        apply_finetune(cfg, module)  # LoRA keys, adapters, prompts must exist before loading
+        module.load_state_dict(ckpt["state_dict"])
     module.run_config = state["config"]
     return module.eval(), cfg
