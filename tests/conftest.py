@@ -13,6 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+# Tiny models run fastest on one thread, and the DDP tests start several processes on 2 cores:
+# more threads only fight over them (subprocesses inherit the variable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's package, even beside another editable one
 
