@@ -122,13 +122,14 @@ def continuation_logprobs(
     which a causal model never sees from the positions that are scored."""
     scores = []
     for start in range(0, len(prompts), batch_size):
-        rows = [p + c for p, c in zip(prompts[start:], continuations[start : start + batch_size])]
-        T = max(map(len, rows)) - 1
-        ids = torch.full((len(rows), T + 1), pad_id, dtype=torch.long)  # (B, T + 1)
-        mask = torch.zeros(len(rows), T, dtype=torch.bool)  # (B, T): scored targets
-        for r, (row, prompt) in enumerate(zip(rows, prompts[start:])):
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, len(prompt) - 1 : len(row) - 1] = True
+        batch = slice(start, start + batch_size)
+        pairs = list(zip(prompts[batch], continuations[batch], strict=True))
+        T = max(len(p) + len(c) for p, c in pairs) - 1
+        ids = torch.full((len(pairs), T + 1), pad_id, dtype=torch.long)  # (B, T + 1)
+        mask = torch.zeros(len(pairs), T, dtype=torch.bool)  # (B, T): scored targets
+        for r, (prompt, cont) in enumerate(pairs):
+            ids[r, : len(prompt) + len(cont)] = torch.tensor(prompt + cont)
+            mask[r, len(prompt) - 1 : len(prompt) + len(cont) - 1] = True
         logp = F.log_softmax(logits_fn(ids[:, :-1]).float(), dim=-1)  # (B, T, V)
         token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T)
         scores.append((token_logp * mask).sum(1))
@@ -180,8 +181,8 @@ def evaluate_shots(
     by_sum, by_char = classify(logits_fn, tokenizer, template, labels, prompts, batch_size)
     gold = [label for _, label in queries]
     return {
-        "acc": sum(p == g for p, g in zip(by_sum, gold)) / len(gold),
-        "acc_norm": sum(p == g for p, g in zip(by_char, gold)) / len(gold),
+        "acc": sum(p == g for p, g in zip(by_sum, gold, strict=True)) / len(gold),
+        "acc_norm": sum(p == g for p, g in zip(by_char, gold, strict=True)) / len(gold),
         "demos_dropped": dropped,
     }
 
@@ -201,7 +202,9 @@ def summarise(k: int, cells: list[dict[str, float]], n_queries: int) -> dict[str
 
 
 def labelled(split: Split) -> list[Example]:
-    return [(t, lab) for t, lab in zip(split.texts, split.labels or []) if lab is not None]
+    return [
+        (t, lab) for t, lab in zip(split.texts, split.labels or [], strict=False) if lab is not None
+    ]
 
 
 def context_budget(module: TaskModule, saved: DictConfig, context: int | None) -> int:
