@@ -32,3 +32,24 @@ def test_mqar_experiment_runs_with_every_encoder(encoder, compose):
         tiny=False,
     )
     assert "test/acc" in train(cfg)["metrics"]
+
+
+@pytest.mark.slow
+def test_attention_learns_a_small_mqar(compose):
+    cfg = compose(
+        "experiment=mqar",
+        "data.generator.vocab_size=64",
+        "data.generator.seq_len=16",
+        "data.generator.num_kv_pairs=2",
+        "data.batch_size=128",
+        "data.train_examples=8192",
+        "data.eval_examples=512",
+        "trainer.max_epochs=6",
+        "trainer.accelerator=cpu",
+        "trainer.enable_model_summary=false",
+        "callbacks.progress_bar=null",
+        "~logger",
+        "callbacks.lr_monitor=null",
+        tiny=False,
+    )
+    assert train(cfg)["metrics"]["test/acc"] >= 0.95
