@@ -13,6 +13,7 @@ from lm_lab.eval.icl import (
     classify,
     continuation_logprobs,
     evaluate_shots,
+    label_groups,
     sample_demos,
 )
 from lm_lab.utils.errors import ConfigError
@@ -62,19 +63,21 @@ POOL = [(f"text {i}", "pos" if i % 3 else "neg") for i in range(60)]
 
 
 def test_demos_are_deterministic_for_a_seed():
-    draw = [sample_demos(POOL, 8, random.Random(seed), True, "q") for seed in (1, 1, 2)]
+    groups = label_groups(POOL, balanced=True)
+    draw = [sample_demos(POOL, groups, 8, random.Random(seed), "q") for seed in (1, 1, 2)]
     assert draw[0] == draw[1] and draw[0] != draw[2]
 
 
 def test_query_never_appears_among_its_own_demos():
     pool = POOL[:5]
+    groups = label_groups(pool, balanced=False)
     for seed in range(20):
-        demos = sample_demos(pool, 4, random.Random(seed), False, pool[seed % 5][0])
+        demos = sample_demos(pool, groups, 4, random.Random(seed), pool[seed % 5][0])
         assert pool[seed % 5] not in demos and len(demos) == 4
 
 
 def test_balanced_demos_give_each_label_an_equal_share():
-    demos = sample_demos(POOL, 8, random.Random(0), True, "q")
+    demos = sample_demos(POOL, label_groups(POOL, balanced=True), 8, random.Random(0), "q")
     assert sorted(label for _, label in demos) == ["neg"] * 4 + ["pos"] * 4
 
 

@@ -64,21 +64,29 @@ class PromptTemplate:
         return self._gap + self.word(label)
 
 
+def label_groups(pool: Sequence[Example], balanced: bool) -> list[list[int]]:
+    """Indices of `pool` per label when balanced, else one group of all; built once per cell."""
+    groups: dict[str | None, list[int]] = {}
+    for i, (_, label) in enumerate(pool):
+        groups.setdefault(label if balanced else None, []).append(i)
+    return list(groups.values())
+
+
 def sample_demos(
-    pool: Sequence[Example], k: int, rng: random.Random, balanced: bool, query_text: str
+    pool: Sequence[Example],
+    groups: list[list[int]],
+    k: int,
+    rng: random.Random,
+    query_text: str,
 ) -> list[Example]:
-    """k examples of `pool`, never one whose text is the query's; `balanced` cycles the labels
-    (in a random order) so each appears k / n_labels times, as far as k allows."""
+    """k examples of `pool`, never one whose text is the query's; the slots cycle through the
+    groups (labels, when balanced) in a random order, so each gets k / n_groups of them."""
     if k == 0:
         return []
-    by_label: dict[str | None, list[int]] = {}
-    for i, (_, label) in enumerate(pool):
-        by_label.setdefault(label if balanced else None, []).append(i)
-    groups = list(by_label.values())
-    rng.shuffle(groups)
+    order = rng.sample(groups, len(groups))
     chosen: list[int] = []
     for slot in range(k):
-        group = groups[slot % len(groups)]
+        group = order[slot % len(order)]
         for _ in range(100):  # rejection: repeats and the query itself are rare in a large pool
             i = group[rng.randrange(len(group))]
             if i not in chosen and pool[i][0] != query_text:
@@ -171,10 +179,10 @@ def evaluate_shots(
 ) -> dict[str, float]:
     """acc, acc_norm and dropped demos of one (k, seed) cell."""
     labels = sorted({label for _, label in pool})
-    rng = random.Random(seed)
+    rng, groups = random.Random(seed), label_groups(pool, balanced)
     prompts, dropped = [], 0
     for text, _ in queries:
-        demos = sample_demos(pool, k, rng, balanced, text)
+        demos = sample_demos(pool, groups, k, rng, text)
         ids, n = build_prompt(template, tokenizer, demos, text, budget)
         prompts.append(ids)
         dropped += n
