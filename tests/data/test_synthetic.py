@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 
 from lm_lab.data.language_modeling import IGNORE
 from lm_lab.data.synthetic import MQAR, Induction, SyntheticDataModule, generate
-from lm_lab.data.tokenizers import CharTokenizer, IdTokenizer
+from lm_lab.data.tokenizers import CharTokenizer, IdTokenizer, from_json
 from lm_lab.utils.errors import ConfigError
 
 
@@ -74,3 +74,8 @@ def test_datamodule_yields_whole_batches_of_the_generator(compose):
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["input_ids"].shape == (40, 64)  # all 40 fit in one batch of 512
     assert datamodule.stats["test/scored_tokens"] == 10 * 4
+
+
+def test_id_tokenizer_survives_a_checkpoint_round_trip():
+    tokenizer = from_json(IdTokenizer(300).to_json())
+    assert tokenizer.vocab_size == 300 and tokenizer.encode("7 0 299") == [7, 0, 299]
