@@ -23,6 +23,11 @@ train: $(STAMP) ## train the default model on the built-in data and print test m
 
 finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strategy, write a table (ARGS=--steps 300 ...)
 	$(PY) scripts/finetune_compare.py $(ARGS)
+mqar: $(STAMP) ## MQAR recall, CPU preset (64 tokens, 4 pairs), attention-only transformer
+	$(PY) train.py experiment=mqar $(ARGS)
+
+mqar-grid: $(STAMP) ## MQAR recall for transformer, bilstm and hybrid at ~50 K parameters (multirun)
+	$(PY) train.py experiment=mqar model=transformer,bilstm,hybrid -m $(ARGS)
 
 test: $(STAMP) ## run the default test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest
@@ -70,4 +75,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full test-reliability finetune-compare bench bench-full ddp-sim gpu-check ablate report sweep lint format clean
+.PHONY: help install train test test-full test-reliability finetune-compare mqar mqar-grid bench bench-full ddp-sim gpu-check ablate report sweep lint format clean

@@ -1,4 +1,5 @@
-"""`run(cfg)` behind eval.py: rebuild model, tokenizer and data from a checkpoint and test it."""
+"""`run(cfg)` behind eval.py: rebuild model, tokenizer and data from a checkpoint and test it,
+or, with mode=icl|length, run one of the probes of lm_lab.eval on it."""
 
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from lm_lab.eval.modes import MODES
 from lm_lab.utils.checkpoint import load_module
 from lm_lab.utils.config import apply_extras, instantiate_dict, print_config_tree, write_json
 from lm_lab.utils.errors import ConfigError
@@ -25,13 +27,21 @@ def data_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Tests `ckpt_path`; writes <run dir>/metrics.json and returns its content."""
+    """Tests `ckpt_path` (or probes it, per `mode`); writes <run dir>/metrics.json and returns
+    its content."""
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r} is not one of {SPLITS}")
+    mode = cfg.get("mode", "test")
+    if mode != "test" and mode not in MODES:
+        raise ConfigError(f"mode={mode}: not one of test, {', '.join(MODES)}")
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     module, saved = load_module(cfg.ckpt_path, cfg.get("base_ckpt"))
     print_config_tree(saved)
+    if mode != "test":
+        result = MODES[mode](module, saved, data_config(cfg, saved), cfg)
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", result)
+        return result
     datamodule = instantiate(data_config(cfg, saved), tokenizer=module.tokenizer)
     datamodule.setup("test")
     trainer = instantiate(cfg.trainer, logger=instantiate_dict(cfg.get("logger")) or False)

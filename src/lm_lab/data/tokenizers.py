@@ -128,6 +128,30 @@ class ByteTokenizer(Tokenizer):
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
 
+class IdTokenizer(Tokenizer):
+    """Token ids used as they are, for synthetic tasks that are drawn as ids (MQAR, induction):
+    text is ids written as decimal numbers separated by spaces; 0 is pad."""
+
+    kind = "ids"
+    pad_id = 0
+
+    def __init__(self, vocab_size: int) -> None:
+        self._vocab_size = vocab_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        return [int(token) for token in text.split()]
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(str(i) for i in ids if i != self.pad_id)
+
+    def state(self) -> dict[str, Any]:
+        return {"vocab_size": self._vocab_size}
+
+
 class BPETokenizer(Tokenizer):
     """Byte-level BPE (HF `tokenizers`): any text encodes without unknowns and decodes back
     exactly, because merges are learnt over UTF-8 bytes, not characters."""
@@ -203,11 +227,13 @@ def from_json(s: str) -> Tokenizer:
         return CharTokenizer(state["chars"])
     if kind == "byte":
         return ByteTokenizer()
+    if kind == "ids":
+        return IdTokenizer(state["vocab_size"])
     if kind == "bpe":
         tok = BPETokenizer(state["vocab_size"], state["min_frequency"])
         tok._set(HFTokenizer.from_str(state["tokenizer"]))
         return tok
-    raise ValueError(f"tokenizer JSON has kind={kind!r}; expected one of char, byte, bpe")
+    raise ValueError(f"tokenizer JSON has kind={kind!r}; expected one of char, byte, ids, bpe")
 
 
 def load(path: str | Path) -> Tokenizer:

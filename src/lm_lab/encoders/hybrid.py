@@ -5,7 +5,7 @@ from torch import Tensor, nn
 from lm_lab.encoders.base import Encoder
 from lm_lab.encoders.lstm import LSTMLayer
 from lm_lab.encoders.positions import build_positions
-from lm_lab.encoders.transformer import TransformerBlock
+from lm_lab.encoders.transformer import TransformerBlock, mlp_width
 
 LAYER_KINDS = {"L": "LSTM layer", "A": "attention + MLP block"}
 
@@ -38,7 +38,7 @@ class HybridEncoder(Encoder):
         self.layers = nn.ModuleList(
             LSTMLayer(d_model, dropout, bidirectional)
             if letter == "L"
-            else TransformerBlock(d_model, n_heads, d_ff or 4 * d_model, dropout, rope=rope)
+            else TransformerBlock(d_model, n_heads, mlp_width(d_ff, d_model), dropout, rope=rope)
             for letter in pattern
         )
 

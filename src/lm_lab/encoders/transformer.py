@@ -8,7 +8,8 @@ from lm_lab.encoders.positions import Rotary, build_positions
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block, x + attn(ln1(x)) then x + mlp(ln2(x)): it trains stably at any depth."""
+    """Pre-norm block, x + attn(ln1(x)) then x + mlp(ln2(x)): it trains stably at any depth.
+    d_ff=0 builds no MLP (attention-only, as the recall probes of Zoology use)."""
 
     def __init__(
         self,
@@ -22,11 +23,13 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model, bias=bias)
         self.attn = SelfAttention(d_model, n_heads, dropout, bias, rope)
-        self.ln2 = nn.LayerNorm(d_model, bias=bias)
-        self.mlp = MLP(d_model, d_ff, dropout, bias)
+        self.ln2 = nn.LayerNorm(d_model, bias=bias) if d_ff else None
+        self.mlp = MLP(d_model, d_ff, dropout, bias) if d_ff else None
 
     def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         x = x + self.attn(self.ln1(x), pad_mask, causal)  # (B, T, D)
+        if self.mlp is None:
+            return x
         return x + self.mlp(self.ln2(x))  # (B, T, D)
 
     def step(
@@ -36,6 +39,13 @@ class TransformerBlock(nn.Module):
         y, cache = self.attn.step(self.ln1(x), cache, offset, n_pad)
         x = x + y  # (B, t, D)
         return x + self.mlp(self.ln2(x)), cache  # (B, t, D)
+
+
+def mlp_width(d_ff: int | None, d_model: int) -> int:
+    """null means the usual 4 * d_model; 0 means no MLP at all."""
+    if d_ff is not None and d_ff < 0:
+        raise ValueError(f"model.d_ff={d_ff}: must be >= 0 (0 = no MLP) or null (4 * d_model)")
+    return 4 * d_model if d_ff is None else d_ff
 
 
 class TransformerEncoder(Encoder):
@@ -57,7 +67,7 @@ class TransformerEncoder(Encoder):
         self.max_len = max_len if positions == "learned" else None
         self.pos, rope = build_positions(positions, d_model, max_len)
         self.layers = nn.ModuleList(
-            TransformerBlock(d_model, n_heads, d_ff or 4 * d_model, dropout, bias, rope)
+            TransformerBlock(d_model, n_heads, mlp_width(d_ff, d_model), dropout, bias, rope)
             for _ in range(n_layers)
         )
 

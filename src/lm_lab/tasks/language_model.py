@@ -12,13 +12,15 @@ from lm_lab.tasks.base import TaskModule
 
 
 class LanguageModel(TaskModule):
-    """Next-token loss; validation and test report loss, perplexity and bits per character."""
+    """Next-token loss; validation and test report loss, perplexity, bits per character and
+    token accuracy over the scored (non-ignored) targets, the metric of recall probes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.causal:
             raise ValueError("task=generate needs task.causal=true: a LM must not see the future")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
 
     def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         h = self.backbone(input_ids, pad_mask, causal=True)  # (B, T, D)
@@ -34,27 +36,39 @@ class LanguageModel(TaskModule):
         h, state = self.backbone.step(input_ids, state, offset, n_pad)  # (B, t, D)
         return self.head(h), state
 
-    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean loss over scored targets, and the logits (B, T, V) it came from."""
         logits = self(batch["input_ids"], batch.get("pad_mask"))  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
+        targets = batch["targets"].flatten()
+        return F.cross_entropy(logits.flatten(0, 1), targets, ignore_index=-100), logits
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.loss(batch)
+        loss, _ = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.val_loss.update(self.loss(batch), weight=(batch["targets"] != -100).sum())
+        self._update("val", batch)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.test_loss.update(self.loss(batch), weight=(batch["targets"] != -100).sum())
+        self._update("test", batch)
+
+    def _update(self, stage: str, batch: dict[str, Tensor]) -> None:
+        loss, logits = self.loss(batch)
+        scored = batch["targets"] != -100  # (B, T)
+        n = scored.sum()
+        correct = (logits.argmax(-1) == batch["targets"])[scored].float().sum()
+        getattr(self, f"{stage}_loss").update(loss, weight=n)
+        getattr(self, f"{stage}_acc").update(correct / n.clamp(min=1), weight=n)
 
     def _log_epoch(self, stage: str) -> None:
         """ppl and bpc come from the epoch's mean loss, not from averaging per-batch values."""
-        metric = getattr(self, f"{stage}_loss")
+        metric, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
         loss = metric.compute()
         metric.reset()
         self.log(f"{stage}/loss", loss, prog_bar=True)
+        self.log(f"{stage}/acc", acc.compute())
+        acc.reset()
         self.log(f"{stage}/ppl", loss.exp())
         chars_per_token = getattr(self.trainer.datamodule, "chars_per_token", None)
         if chars_per_token:

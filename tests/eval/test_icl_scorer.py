@@ -1,0 +1,94 @@
+"""ICL scorer and prompt builder on hand-set logits: exact log-probs, acc and acc_norm."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.eval.icl import (
+    PromptTemplate,
+    build_prompt,
+    classify,
+    continuation_logprobs,
+    evaluate_shots,
+    label_groups,
+    sample_demos,
+)
+from lm_lab.utils.errors import ConfigError
+
+TOK = CharTokenizer().fit(["abc:xyz\n"])
+TEMPLATE = PromptTemplate(demo="{text}:{label}", verbalizers={"long": "ab", "short": "c"})
+
+
+def bigram_model(next_probs: dict[str, dict[str, float]]):
+    """A stub LM whose next-token distribution depends on the current token only; characters
+    not listed share what probability is left."""
+    V = TOK.vocab_size
+    table = torch.full((V, V), 1e-9)
+    for current, dist in next_probs.items():
+        row = torch.full((V,), (1 - sum(dist.values())) / (V - len(dist)))
+        for char, p in dist.items():
+            row[TOK.encode(char)[0]] = p
+        table[TOK.encode(current)[0]] = row
+    return lambda ids: table.log()[ids]  # (B, T) -> (B, T, V)
+
+
+# after ":" the LM says "a" (0.3) or "c" (0.15); after "a" it says "b" (0.3)
+MODEL = bigram_model({":": {"a": 0.3, "c": 0.15}, "a": {"b": 0.3}})
+
+
+def test_continuation_logprob_is_the_sum_over_its_tokens():
+    prompts = [TOK.encode("xy:"), TOK.encode("zzzzz:")]  # different lengths: right padding
+    conts = [TOK.encode("ab"), TOK.encode("c")]
+    scores = continuation_logprobs(MODEL, prompts, conts, TOK.pad_id, batch_size=2)
+    assert scores.tolist() == pytest.approx([2 * math.log(0.3), math.log(0.15)], rel=1e-5)
+
+
+def test_acc_sums_log_probs_and_acc_norm_divides_by_characters():
+    # "ab": log .3 + log .3 = -2.41 (per char -1.20); "c": log .15 = -1.90 (per char -1.90)
+    by_sum, by_char = classify(MODEL, TOK, TEMPLATE, ["long", "short"], [TOK.encode("x:")])
+    assert by_sum == ["short"] and by_char == ["long"]
+
+
+def test_evaluate_shots_reports_exact_accuracies():
+    pool = [("x", "long"), ("y", "short")]
+    queries = [("z", "short"), ("zz", "short"), ("xz", "long")]
+    cell = evaluate_shots(MODEL, TOK, TEMPLATE, pool, queries, 0, 0, True, budget=64)
+    assert cell["acc"] == pytest.approx(2 / 3) and cell["acc_norm"] == pytest.approx(1 / 3)
+
+
+POOL = [(f"text {i}", "pos" if i % 3 else "neg") for i in range(60)]
+
+
+def test_demos_are_deterministic_for_a_seed():
+    groups = label_groups(POOL, balanced=True)
+    draw = [sample_demos(POOL, groups, 8, random.Random(seed), "q") for seed in (1, 1, 2)]
+    assert draw[0] == draw[1] and draw[0] != draw[2]
+
+
+def test_query_never_appears_among_its_own_demos():
+    pool = POOL[:5]
+    groups = label_groups(pool, balanced=False)
+    for seed in range(20):
+        demos = sample_demos(pool, groups, 4, random.Random(seed), pool[seed % 5][0])
+        assert pool[seed % 5] not in demos and len(demos) == 4
+
+
+def test_balanced_demos_give_each_label_an_equal_share():
+    demos = sample_demos(POOL, label_groups(POOL, balanced=True), 8, random.Random(0), "q")
+    assert sorted(label for _, label in demos) == ["neg"] * 4 + ["pos"] * 4
+
+
+def test_demos_that_do_not_fit_are_dropped_and_counted():
+    demos = [("x", "long"), ("y", "short"), ("z", "long")]  # "x:ab" etc., 4-5 chars each
+    full, dropped = build_prompt(TEMPLATE, TOK, demos, "xyz", budget=100)
+    assert dropped == 0 and TOK.decode(full) == "x:ab\n\ny:c\n\nz:ab\n\nxyz:"
+    short, dropped = build_prompt(TEMPLATE, TOK, demos, "xyz", budget=12)
+    assert dropped == 2 and TOK.decode(short) == "z:ab\n\nxyz:"
+
+
+def test_template_without_a_final_label_fails_fast():
+    with pytest.raises(ConfigError, match="icl.template.demo"):
+        PromptTemplate(demo="{label}: {text}")
