@@ -52,14 +52,20 @@ class At(L.Callback):
 def test_sigint_saves_and_exits_130(compose, monkeypatch, capsys):
     cfg = compose(*SHORT)
     add_callback(monkeypatch, At(2, lambda *_: signal.raise_signal(signal.SIGINT)))
-    with pytest.raises(SystemExit) as stopped:
-        train(cfg)
+    # a terminal's handler, also where a shell started the tests in the background (SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train(cfg)
+        handler_after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, outer)
     assert stopped.value.code == 130
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3  # the batch under way when Ctrl-C came was finished and saved
     err = capsys.readouterr().err
     assert f"resume with: python train.py resume={cfg.paths.output_dir}" in err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    assert handler_after is signal.default_int_handler  # handler given back
 
 
 def poison(trainer, module) -> None:
