@@ -15,6 +15,7 @@ BUILDERS = {
         f"transformer-{kind}": partial(TransformerEncoder, D, 2, 4, positions=kind)
         for kind in ("rope", "sinusoidal", "learned", "none")
     },
+    "transformer-attention-only": partial(TransformerEncoder, D, 2, 1, d_ff=0),  # MQAR's shape
     "bilstm": partial(BiLSTMEncoder, D, 2, bidirectional=False),
     "hybrid": partial(HybridEncoder, D, "LA", 4, positions="sinusoidal", bidirectional=False),
 }

@@ -38,6 +38,8 @@ class TransformerBlock(nn.Module):
         """`forward` for the next tokens of a causal sequence, attending through the KV cache."""
         y, cache = self.attn.step(self.ln1(x), cache, offset, n_pad)
         x = x + y  # (B, t, D)
+        if self.mlp is None:
+            return x, cache
         return x + self.mlp(self.ln2(x)), cache  # (B, t, D)
 
 
