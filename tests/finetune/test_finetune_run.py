@@ -20,9 +20,11 @@ LIMITS = (
 
 @pytest.fixture
 def lora_run(compose, lm_checkpoint):
-    """A bilstm classifier fine-tuned with LoRA from a (causal) bilstm LM checkpoint."""
+    """A bilstm classifier fine-tuned with LoRA (LSTM weights and word vectors) from a (causal)
+    bilstm LM checkpoint."""
     base = lm_checkpoint("model=bilstm")
-    cfg = compose("model=bilstm", "task=classify", f"init_from={base}", "finetune=lora", *LIMITS)
+    lora = ("finetune=lora", "finetune.targets=[weight_ih,weight_hh,embed]")
+    cfg = compose("model=bilstm", "task=classify", f"init_from={base}", *lora, *LIMITS)
     return train(cfg), Path(cfg.paths.output_dir), base
 
 

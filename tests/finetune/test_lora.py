@@ -77,3 +77,26 @@ def test_rslora_scales_by_the_square_root_of_the_rank(classifier):
     instantiate(cfg.finetune).apply(module)
     scales = {m.scale for m in module.modules() if hasattr(m, "lora_A")}
     assert scales == {cfg.finetune.alpha / 2}
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_lora_on_the_word_vectors(encoder, classifier, padded_batch):
+    """`embed` as a target: a no-op at init, rank x (V + D) new weights, exact merge."""
+    module, cfg = classifier(f"model={encoder}", "finetune=lora", "finetune.targets=[embed]")
+    vocab, d = module.backbone.embed.weight.shape
+    ids, pad_mask = padded_batch
+    before = module(ids, pad_mask)
+    ft = instantiate(cfg.finetune)
+    ft.apply(module)
+    assert torch.equal(module(ids, pad_mask), before)
+    lora = {n: p.numel() for n, p in module.named_parameters() if "lora_" in n}
+    assert all(n.startswith("backbone.embed.") for n in lora)
+    assert sum(lora.values()) == cfg.finetune.rank * (vocab + d)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    tuned = module(ids, pad_mask)
+    assert not torch.allclose(tuned, before)
+    ft.merge(module)
+    assert torch.allclose(module(ids, pad_mask), tuned, atol=1e-5)

@@ -82,3 +82,21 @@ def test_run_dirs_can_be_listed_one_by_one(multirun, tmp_path, capsys):
 def test_a_folder_without_runs_fails_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no .hydra/" in capsys.readouterr().err
+
+
+def test_a_two_way_grid_gets_a_pivot_table_and_one_plot(tmp_path):
+    """experiment x model (as an MQAR grid): one row per experiment, one column per model."""
+    root = tmp_path / "grid"
+    for num, (exp, model, acc) in enumerate(
+        [("mqar", "transformer", 0.9), ("mqar", "bilstm", 0.2), ("mqar_128", "transformer", 0.8)]
+    ):
+        job = make_job(root, num, model, 1, [acc])
+        overrides = [f"experiment={exp}", f"model={model}"]
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    build_report([root], tmp_path / "out", metric="test/acc")
+    text = (tmp_path / "out" / "report.md").read_text()
+    pivot = text.split("## test/acc: experiment x model\n")[1].split("##")[0].strip().splitlines()
+    assert pivot[0] == "| experiment | model=transformer | model=bilstm |"
+    assert pivot[2] == "| mqar | 0.8 ± 0 | 0.1 ± 0 |"
+    assert pivot[3] == "| mqar_128 | 0.7 ± 0 | — |"  # a missing cell stays empty
+    assert (tmp_path / "out" / "plots" / "grid_experiment_model.png").stat().st_size > 1000

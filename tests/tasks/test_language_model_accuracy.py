@@ -8,14 +8,28 @@ from lm_lab.train import run as train
 from lm_lab.utils.checkpoint import build_module
 
 
-def test_accuracy_counts_only_scored_targets(compose):
+@pytest.mark.parametrize("sparse", [False, True])
+def test_accuracy_counts_only_scored_targets(sparse, compose):
     module = build_module(compose("task=generate"), IdTokenizer(5), None)
-    logits = torch.zeros(1, 4, 5)
-    logits[0, :, 2] = 1.0  # predicts token 2 everywhere
-    module.forward = lambda input_ids, pad_mask=None: logits
+    module.sparse_targets = sparse
+    token_2 = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
+    module.head = lambda h: token_2.expand(*h.shape[:-1], 5)  # predicts token 2 everywhere
     targets = torch.tensor([[2, 3, -100, 2]])  # 2 of the 3 scored targets are hit
     module._update("val", {"input_ids": torch.ones(1, 4, dtype=torch.long), "targets": targets})
     assert module.val_acc.compute().item() == pytest.approx(2 / 3)
+
+
+def test_sparse_targets_project_only_the_scored_states_to_the_same_loss(compose):
+    module = build_module(compose("task=generate"), IdTokenizer(50), None).eval()
+    targets = torch.full((2, 8), -100)
+    targets[0, 3], targets[1, 5], targets[1, 7] = 7, 9, 1
+    batch = {"input_ids": torch.randint(0, 50, (2, 8)), "targets": targets}
+    dense_loss, dense_logits, dense_targets = module.loss(batch)
+    module.sparse_targets = True
+    loss, logits, kept = module.loss(batch)
+    assert logits.shape == (3, 50) and kept.tolist() == [7, 9, 1]
+    assert torch.allclose(loss, dense_loss)
+    assert torch.allclose(logits, dense_logits[dense_targets != -100], atol=1e-6)
 
 
 @pytest.mark.parametrize("encoder", ["transformer", "bilstm", "hybrid"])

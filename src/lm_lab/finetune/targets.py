@@ -1,8 +1,10 @@
 """Finding what a strategy acts on, by name and type, in any backbone.
 
-Weight targets are the 2-D weights of `nn.Linear` (`<module>.weight`, e.g. `attn.q`, `mlp.fc`)
-and of `nn.LSTM` (`<module>.weight_ih_l0`, `<module>.weight_hh_l0`) inside the backbone; a
-pattern is a substring (shell wildcards allowed) of the dotted name.
+Weight targets are the 2-D weights inside the backbone of `nn.Linear` (`<module>.weight`, e.g.
+`attn.q`, `mlp.fc`), of the token `nn.Embedding` (`embed.weight`: sentiment and topic live in
+word vectors, so LoRA on them adapts what a frozen encoder cannot) and of `nn.LSTM`
+(`<module>.weight_ih_l0`, `<module>.weight_hh_l0`); a pattern is a substring (shell wildcards
+allowed) of the dotted name.
 """
 
 from fnmatch import fnmatch
@@ -28,7 +30,7 @@ def weight_targets(
     for owner_name, owner in module.named_modules():
         if not owner_name.startswith(BACKBONE):
             continue
-        if isinstance(owner, nn.Linear):
+        if isinstance(owner, nn.Linear | nn.Embedding):
             weights = ["weight"]
         elif isinstance(owner, nn.LSTM):
             weights = [w for w in owner._flat_weights_names if w.startswith(LSTM_WEIGHTS)]
@@ -40,7 +42,9 @@ def weight_targets(
             if matches(f"{owner_name}.{w}", patterns)
         ]
     if required and not found:
-        raise ConfigError(f"{key}={list(patterns)}: matches no Linear or LSTM weight in the model")
+        raise ConfigError(
+            f"{key}={list(patterns)}: matches no Linear, Embedding or LSTM weight in the model"
+        )
     return found
 
 

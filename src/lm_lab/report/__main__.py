@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 
 from lm_lab.report.jobs import Job, find_jobs
-from lm_lab.report.plots import plot_by_override, plot_curves
-from lm_lab.report.summary import group_rows, job_rows, varying_keys
+from lm_lab.report.plots import plot_by_override, plot_curves, plot_grid
+from lm_lab.report.summary import grid_keys, group_rows, job_rows, pivot_rows, varying_keys
 from lm_lab.report.write import print_table, write_csv, write_markdown
 from lm_lab.utils.errors import ConfigError
 
@@ -25,12 +25,18 @@ def build_report(paths: list[Path], out: Path, metric: str | None = None) -> lis
     rows, groups = job_rows(jobs, keys), group_rows(jobs, keys)
     out.mkdir(parents=True, exist_ok=True)
     plots = plot_curves(jobs, keys, out / "plots")
+    pivot = None
     if metric:
         plots += plot_by_override(jobs, keys, metric, out / "plots")
+        if grid := grid_keys(keys):
+            plots.append(plot_grid(jobs, grid, metric, out / "plots"))
+            pivot = (f"{metric}: {grid[0]} x {grid[1]}", pivot_rows(jobs, grid, metric))
     write_csv(rows, out / "jobs.csv")
     write_csv(groups, out / "groups.csv")
-    write_markdown(out / "report.md", paths, jobs, rows, groups, plots)
+    write_markdown(out / "report.md", paths, jobs, rows, groups, plots, pivot)
     console = Console()
+    if pivot:
+        print_table(*pivot, console)
     print_table("mean ± std over seeds", groups, console)
     print_table("jobs", rows, console)
     for job in jobs:

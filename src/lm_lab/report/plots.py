@@ -66,6 +66,31 @@ def plot_by_override(jobs: list[Job], keys: list[str], metric: str, out_dir: Pat
     return paths
 
 
+def plot_grid(jobs: list[Job], grid: tuple[str, str], metric: str, out_dir: Path) -> Path:
+    """A two-way grid as one PNG: x = grid[0]'s values, one line (mean +- std) per grid[1] value."""
+    row_key, col_key = grid
+    done = [job for job in jobs if job.error is None and metric in _metrics(job)]
+    xs = list(dict.fromkeys(job.overrides.get(row_key) for job in done))
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(xs) + 3), 4))
+    for col in dict.fromkeys(job.overrides.get(col_key) for job in done):
+        points = []
+        for x, value in enumerate(xs):
+            ys = [
+                _metrics(j)[metric]
+                for j in done
+                if j.overrides.get(row_key) == value and j.overrides.get(col_key) == col
+            ]
+            if ys:
+                points.append((x, *mean_std(ys)))
+        x, mean, std = zip(*points, strict=True)
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, label=f"{col_key}={col}")
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=20)
+    ax.set(xlabel=row_key, ylabel=metric, title=f"{metric} by {row_key} and {col_key}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, out_dir / f"grid_{_slug(row_key)}_{_slug(col_key)}.png")
+
+
 def _line_styles(jobs: list[Job], keys: list[str]) -> dict[str, tuple[str, str]]:
     """One color per group (jobs equal but for the seed), one line style per seed within it."""
     group_keys = [k for k in keys if k != SEED_KEY]

@@ -55,6 +55,32 @@ def group_rows(jobs: list[Job], keys: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def grid_keys(keys: list[str]) -> tuple[str, str] | None:
+    """The (row, column) overrides of a two-way grid, e.g. (experiment, model); None otherwise."""
+    varying = [k for k in keys if k != SEED_KEY]
+    return (varying[0], varying[1]) if len(varying) == 2 else None
+
+
+def pivot_rows(jobs: list[Job], grid: tuple[str, str], metric: str) -> list[dict[str, Any]]:
+    """One row per value of grid[0], one column per value of grid[1]: the metric's mean +- std
+    over seeds, so a cell x encoder grid reads at a glance."""
+    row_key, col_key = grid
+    done = [job for job in jobs if job.error is None]
+    cols = list(dict.fromkeys(job.overrides.get(col_key) for job in done))
+    rows = []
+    for value in dict.fromkeys(job.overrides.get(row_key) for job in done):
+        row: dict[str, Any] = {row_key: value}
+        for col in cols:
+            members = [
+                j
+                for j in done
+                if j.overrides.get(row_key) == value and j.overrides.get(col_key) == col
+            ]
+            row[f"{col_key}={col}"] = mean_std([_value(job, metric) for job in members])
+        rows.append(row)
+    return rows
+
+
 def mean_std(values: list[float | None]) -> tuple[float, float] | None:
     """(mean, sample std) of the values present; std is 0 for a single value."""
     present = [v for v in values if v is not None]

@@ -51,7 +51,9 @@ def write_markdown(
     job_rows: list[dict[str, Any]],
     group_rows: list[dict[str, Any]],
     plots: list[Path],
+    pivot: tuple[str, list[dict[str, Any]]] | None = None,
 ) -> Path:
+    """`pivot` is (title, rows) of a two-way grid, shown first when the jobs form one."""
     failed = [job for job in jobs if job.error]
     parts = [
         "# lm_lab report\n",
@@ -59,6 +61,7 @@ def write_markdown(
         f"{len(jobs)} jobs, {len(jobs) - len(failed)} finished, {len(failed)} failed. "
         "Validation metrics are the best over the run; `params` counts the backbone "
         "(embedding + encoder).\n",
+        *([f"## {pivot[0]}\n", markdown_table(pivot[1])] if pivot else []),
         "## Mean ± std over seeds\n",
         markdown_table(group_rows),
         "## Jobs\n",
