@@ -7,8 +7,10 @@ Runs in one process (Hydra's compose API, `experiment=finetune_compare` under ev
 2. per encoder x strategy, `task=classify init_from=<that LM>`;
 3. per encoder, `finetune=full` from random init (does transfer help?);
 4. a label budget curve (data.max_train_examples) for the first encoder, pretrained vs random.
-Writes <out>/results.json and <out>/table.md (strategy, encoder, init, budget, trainable %, val
-and test acc, wall time).
+Each run writes <out>/<run>/row.json; <out>/results.json and <out>/table.md (strategy, encoder,
+init, budget, trainable %, val and test acc, wall time) are rebuilt from every row there, so runs
+for different encoders may share one --out from parallel processes. An LM already in
+<out>/lm_<encoder>/ is reused.
 """
 
 import argparse
@@ -33,9 +35,27 @@ from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
 STRATEGIES = ["full", "head", "partial", "lora", "adapter", "bitfit", "prompt", "ia3"]
 ENCODERS = {  # encoder -> size overrides shared by its LM and its classifiers
     "transformer": ["model.n_layers=2"],
-    "bilstm": ["model.n_layers=2"],
-    "hybrid": ["model.pattern=LA"],
+    # one direction, as pretrained: a backward LSTM would start random and no strategy but
+    # full could train it
+    "bilstm": ["model.n_layers=2", "model.bidirectional=false"],
+    "hybrid": ["model.pattern=LA", "model.bidirectional=false"],
 }
+# per-strategy settings, measured on SST-2 at d_model 64 (README): strategies that freeze the
+# backbone want a 5x larger lr than full fine-tuning, and LoRA gains most on the word vectors
+TUNED_LR = "task.optimizer.lr=5e-3"
+STRATEGY_SETTINGS = {
+    "head": [TUNED_LR],
+    "lora": [
+        TUNED_LR,
+        "finetune.rank=4",
+        "finetune.targets=[attn.q,attn.v,embed,weight_ih,weight_hh]",
+    ],
+    "adapter": [TUNED_LR],
+    "bitfit": [TUNED_LR],
+    "prompt": [TUNED_LR],
+    "ia3": [TUNED_LR],
+}
+ORDER = {"encoder": list(ENCODERS), "strategy": STRATEGIES, "init": ["pretrained", "random"]}
 COMMON = ["callbacks.progress_bar=null", "extras.print_config=false"]
 
 
@@ -52,6 +72,17 @@ def job(out: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     return run(cfg)
 
 
+def pretrain(out: Path, enc: str, steps: int) -> Path:
+    """The encoder's LM checkpoint: the one already in <out>/lm_<enc>/, else a fresh run."""
+    lm = out / f"lm_{enc}" / "checkpoints" / "best.ckpt"
+    if lm.is_file():
+        print(f"reusing {lm}")
+        return lm
+    lm_steps = [f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}"]
+    job(out, f"lm_{enc}", [f"model={enc}", *ENCODERS[enc], "task=generate", *lm_steps])
+    return lm
+
+
 def row(result: dict[str, Any], **labels: Any) -> dict[str, Any]:
     metrics = result["metrics"]
     return labels | {
@@ -60,6 +91,18 @@ def row(result: dict[str, Any], **labels: Any) -> dict[str, Any]:
         "test_acc": round(metrics.get("test/acc", float("nan")), 4),
         "wall_s": result["wall_time_s"],
     }
+
+
+def collect(out: Path) -> list[dict[str, Any]]:
+    """Every run's row under `out`, in table order: encoder, label budget, init, strategy."""
+    rows = [json.loads(p.read_text()) for p in out.glob("*/row.json")]
+
+    def key(r: dict[str, Any]) -> tuple:
+        budget = r["budget"] if isinstance(r["budget"], int) else 1 << 30
+        rank = {k: ORDER[k].index(r[k]) for k in ORDER}
+        return rank["encoder"], -budget, rank["init"], rank["strategy"]
+
+    return sorted(rows, key=key)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -76,17 +119,14 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
     parser.add_argument("--budgets", nargs="*", type=int, default=[500, 2000])
-    parser.add_argument("--lora-rank", type=int, default=4, help="finetune.rank for lora")
     parser.add_argument("--set", nargs="*", default=[], help="Hydra overrides for every job")
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "finetune_compare" / "latest")
     args = parser.parse_args()
     register_resolvers()
     COMMON.extend(args.set)  # every job below sees them, after the experiment's own values
     steps = [f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.steps}"]
-    rows: list[dict[str, Any]] = []
 
     def classify(name: str, enc: str, strategy: str, lm: Path | None, budget: int | None) -> None:
-        extra = [f"finetune.rank={args.lora_rank}"] if strategy == "lora" else []
         overrides = [
             f"model={enc}",
             *ENCODERS[enc],
@@ -95,20 +135,19 @@ def main() -> None:
             f"init_from={lm}" if lm else "init_from=null",
             f"data.max_train_examples={budget}" if budget else "data.max_train_examples=null",
             *steps,
-            *extra,
+            *STRATEGY_SETTINGS.get(strategy, []),
         ]
         result = job(args.out, name, overrides)
         init = "pretrained" if lm else "random"
-        rows.append(row(result, strategy=strategy, encoder=enc, init=init, budget=budget or "all"))
+        labels = {"strategy": strategy, "encoder": enc, "init": init, "budget": budget or "all"}
+        (args.out / name / "row.json").write_text(json.dumps(row(result, **labels)))
+        rows = collect(args.out)
         (args.out / "results.json").write_text(json.dumps(rows, indent=2))
         (args.out / "table.md").write_text(markdown(rows))
 
     started = time.perf_counter()
     for enc in args.encoders:
-        lm_steps = [f"trainer.max_steps={args.pretrain_steps}"]
-        lm_steps.append(f"trainer.val_check_interval={args.pretrain_steps}")
-        job(args.out, f"lm_{enc}", [f"model={enc}", *ENCODERS[enc], "task=generate", *lm_steps])
-        lm = args.out / f"lm_{enc}" / "checkpoints" / "best.ckpt"
+        lm = pretrain(args.out, enc, args.pretrain_steps)
         for strategy in args.strategies:
             classify(f"{enc}_{strategy}", enc, strategy, lm, None)
         classify(f"{enc}_full_random", enc, "full", None, None)
@@ -116,6 +155,7 @@ def main() -> None:
             for budget in args.budgets:
                 classify(f"{enc}_full_{budget}", enc, "full", lm, budget)
                 classify(f"{enc}_full_{budget}_random", enc, "full", None, budget)
+    rows = collect(args.out)
     print(markdown(rows))
     print(f"{len(rows)} runs in {time.perf_counter() - started:.0f} s; table: {args.out}/table.md")
 
