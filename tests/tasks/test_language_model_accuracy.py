@@ -69,10 +69,24 @@ def test_attention_learns_a_small_mqar(compose):
     assert train(cfg)["metrics"]["test/acc"] >= 0.95
 
 
-@pytest.mark.parametrize("experiment", ["mqar", "mqar_128", "mqar_paper"])
+MQAR_PRESETS = ["mqar", "mqar_128", "mqar_256", "mqar_paper"]
+
+
+@pytest.mark.parametrize("experiment", MQAR_PRESETS)
 def test_mqar_presets_give_attention_one_learned_position_per_token(experiment, compose):
     # with rope, 2 attention-only layers plateaued near 0.73 recall on the (64, 4) cell in 980
     # steps; learned positions (as Zoology) reach 0.99 in 784 (README, recall probes)
     cfg = compose(f"experiment={experiment}", tiny=False)
     assert cfg.model.positions == "learned"
     assert cfg.model.max_len == cfg.data.generator.seq_len
+
+
+@pytest.mark.parametrize("experiment", MQAR_PRESETS)
+def test_mqar_presets_compare_encoders_at_matched_size(experiment, compose):
+    """The grid compares the three encoders at (about) one parameter count per cell."""
+    sizes = []
+    for encoder in ("transformer", "bilstm", "hybrid"):
+        cfg = compose(f"experiment={experiment}", f"model={encoder}", tiny=False)
+        module = build_module(cfg, IdTokenizer(cfg.data.generator.vocab_size), None)
+        sizes.append(sum(p.numel() for p in module.parameters()))
+    assert max(sizes) / min(sizes) < 1.1, sizes
