@@ -21,7 +21,7 @@ install: $(STAMP) ## create .venv and install lm_lab (CPU torch pinned for this 
 train: $(STAMP) ## train the default model on the built-in data and print test metrics
 	$(PY) train.py $(ARGS)
 
-finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strategy, write a table (ARGS=--steps 300 ...)
+finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strategy, write a table (~1 h; ARGS=--steps 300 ...)
 	$(PY) scripts/finetune_compare.py $(ARGS)
 mqar: $(STAMP) ## MQAR recall, CPU preset (64 tokens, 4 pairs), attention-only transformer
 	$(PY) train.py experiment=mqar $(ARGS)

@@ -1,6 +1,6 @@
 """Pretrain once per encoder, fine-tune with every strategy, and write one comparison table.
 
-    python scripts/finetune_compare.py [--steps 300] [--pretrain-steps 600] [--set KEY=VALUE ...]
+    python scripts/finetune_compare.py [--steps 800] [--pretrain-steps 2000] [--set KEY=VALUE ...]
 
 Runs in one process (Hydra's compose API, `experiment=finetune_compare` under every job):
 1. per encoder, `task=generate data=sst2` on the unlabelled SST-2 training text;
@@ -114,8 +114,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps per run")
-    parser.add_argument("--pretrain-steps", type=int, default=600, help="LM steps per encoder")
+    parser.add_argument("--steps", type=int, default=800, help="fine-tuning steps per run")
+    parser.add_argument("--pretrain-steps", type=int, default=2000, help="LM steps per encoder")
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
     parser.add_argument("--budgets", nargs="*", type=int, default=[500, 2000])
