@@ -93,10 +93,15 @@ def test_a_two_way_grid_gets_a_pivot_table_and_one_plot(tmp_path):
         job = make_job(root, num, model, 1, [acc])
         overrides = [f"experiment={exp}", f"model={model}"]
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    build_report([root], tmp_path / "out", metric="test/acc")
+    default = make_job(tmp_path / "single", 0, "transformer", 1, [0.6])  # a run with no model=
+    (default / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=mqar_256"]))
+    choices = {"hydra": {"runtime": {"choices": {"model": "transformer", "logger": None}}}}
+    (default / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(choices))
+    build_report([root, default], tmp_path / "out", metric="test/acc")
     text = (tmp_path / "out" / "report.md").read_text()
     pivot = text.split("## test/acc: experiment x model\n")[1].split("##")[0].strip().splitlines()
     assert pivot[0] == "| experiment | model=transformer | model=bilstm |"
     assert pivot[2] == "| mqar | 0.8 ± 0 | 0.1 ± 0 |"
     assert pivot[3] == "| mqar_128 | 0.7 ± 0 | — |"  # a missing cell stays empty
+    assert pivot[4] == "| mqar_256 | 0.5 ± 0 | — |"  # its model read from Hydra's choices
     assert (tmp_path / "out" / "plots" / "grid_experiment_model.png").stat().st_size > 1000

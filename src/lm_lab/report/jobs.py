@@ -55,7 +55,12 @@ def find_jobs(paths: list[Path]) -> list[Job]:
         if not found:
             raise ConfigError(f"{path}: neither a run dir nor a multirun dir (no .hydra/ inside)")
         dirs += found
-    return [read_job(d) for d in dirs]
+    jobs = [read_job(d) for d in dirs]
+    keys = {k for job in jobs for k in job.overrides}
+    for job in jobs:  # a run that kept a group's default still says which one it used
+        choices = _choices(job.path / ".hydra" / "hydra.yaml")
+        job.overrides |= {k: choices[k] for k in keys - set(job.overrides) if choices.get(k)}
+    return jobs
 
 
 def read_job(path: Path) -> Job:
@@ -119,6 +124,14 @@ def _monitor(config_path: Path) -> str | None:
         return None
     monitor = ((yaml.safe_load(config_path.read_text()) or {}).get("task") or {}).get("monitor")
     return monitor if isinstance(monitor, str) and "${" not in monitor else None
+
+
+def _choices(path: Path) -> dict[str, str]:
+    """Config group -> option the run used (Hydra's runtime.choices), {} when unknown."""
+    if not path.is_file():
+        return {}
+    hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra") or {}
+    return {k: v for k, v in ((hydra.get("runtime") or {}).get("choices") or {}).items() if v}
 
 
 def _job_order(path: Path) -> tuple[int, str]:
