@@ -26,8 +26,9 @@ finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strateg
 mqar: $(STAMP) ## MQAR recall, CPU preset (64 tokens, 4 pairs), attention-only transformer
 	$(PY) train.py experiment=mqar $(ARGS)
 
-mqar-grid: $(STAMP) ## MQAR recall for transformer, bilstm and hybrid at ~50 K parameters (multirun)
-	$(PY) train.py experiment=mqar model=transformer,bilstm,hybrid -m $(ARGS)
+mqar-grid: $(STAMP) ## MQAR (64,4) and (128,8) x transformer, hybrid, bilstm at matched size, then the report (~1 h)
+	$(PY) train.py -m experiment=mqar,mqar_128 model=transformer,hybrid,bilstm hydra.sweep.dir=logs/mqar_grid $(ARGS)
+	PYTHONPATH=src $(PY) -m lm_lab.report logs/mqar_grid --metric test/acc
 
 test: $(STAMP) ## run the default test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest
