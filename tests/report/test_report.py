@@ -91,10 +91,11 @@ def test_a_two_way_grid_gets_a_pivot_table_and_one_plot(tmp_path):
         [("mqar", "transformer", 0.9), ("mqar", "bilstm", 0.2), ("mqar_128", "transformer", 0.8)]
     ):
         job = make_job(root, num, model, 1, [acc])
-        overrides = [f"experiment={exp}", f"model={model}"]
+        overrides = [f"experiment={exp}", f"model={model}", "test=False"]
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     default = make_job(tmp_path / "single", 0, "transformer", 1, [0.6])  # a run with no model=
-    (default / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=mqar_256"]))
+    overrides = ["experiment=mqar_256", "test=false"]  # a multirun job writes test=False
+    (default / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     choices = {"hydra": {"runtime": {"choices": {"model": "transformer", "logger": None}}}}
     (default / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(choices))
     build_report([root, default], tmp_path / "out", metric="test/acc")

@@ -65,7 +65,8 @@ def find_jobs(paths: list[Path]) -> list[Job]:
 
 def read_job(path: Path) -> Job:
     overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-    job = Job(path, dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o))
+    pairs = (o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    job = Job(path, {key: _canonical(value) for key, value in pairs})
     job.monitor = _monitor(path / ".hydra" / "config.yaml")
     if (path / FAILED_FILE).is_file():
         job.error = json.loads((path / FAILED_FILE).read_text()).get("error", "failed")
@@ -124,6 +125,11 @@ def _monitor(config_path: Path) -> str | None:
         return None
     monitor = ((yaml.safe_load(config_path.read_text()) or {}).get("task") or {}).get("monitor")
     return monitor if isinstance(monitor, str) and "${" not in monitor else None
+
+
+def _canonical(value: str) -> str:
+    """A multirun job records `x=False` where a single run was given `x=false`: one value."""
+    return value.lower() if value.lower() in ("true", "false") else value
 
 
 def _choices(path: Path) -> dict[str, str]:
