@@ -10,6 +10,7 @@ from lm_lab.data.tokenizers import CharTokenizer
 from lm_lab.eval.icl import (
     PromptTemplate,
     build_prompt,
+    calibrated,
     classify,
     continuation_logprobs,
     evaluate_shots,
@@ -57,6 +58,22 @@ def test_evaluate_shots_reports_exact_accuracies():
     queries = [("z", "short"), ("zz", "short"), ("xz", "long")]
     cell = evaluate_shots(MODEL, TOK, TEMPLATE, pool, queries, 0, 0, True, budget=64)
     assert cell["acc"] == pytest.approx(2 / 3) and cell["acc_norm"] == pytest.approx(1 / 3)
+
+
+def test_calibration_divides_out_the_content_free_label_distribution():
+    # label 0 wins both prompts raw, by 3 and by 1 nats; the content-free prompt favours it by 2
+    scores = torch.tensor([[0.0, -3.0], [0.0, -1.0]])
+    content_free = torch.tensor([[0.0, -2.0]]).expand(2, 2)
+    assert calibrated(scores, content_free).tolist() == [0, 1]
+
+
+def test_calibrated_cell_scores_the_content_free_query_under_the_same_demos():
+    """The bigram stub scores a label from the ":" before it alone, so the query and the
+    content-free prompt agree exactly: calibration leaves every label tied (index 0 wins)."""
+    pool = [("x", "long"), ("y", "short")]
+    queries = [("z", "short"), ("zz", "short"), ("xz", "long")]
+    cell = evaluate_shots(MODEL, TOK, TEMPLATE, pool, queries, 1, 0, True, 64, content_free="y")
+    assert cell["acc"] == pytest.approx(2 / 3) and cell["acc_calib"] == pytest.approx(1 / 3)
 
 
 POOL = [(f"text {i}", "pos" if i % 3 else "neg") for i in range(60)]

@@ -144,6 +144,22 @@ def continuation_logprobs(
     return torch.cat(scores)
 
 
+def label_scores(
+    logits_fn: LogitsFn,
+    tokenizer: Tokenizer,
+    template: PromptTemplate,
+    labels: list[str],
+    prompts: list[list[int]],
+    batch_size: int = 32,
+) -> Tensor:
+    """Summed log-prob of each label's verbalizer after each prompt: (N, L)."""
+    conts = [tokenizer.encode(template.continuation(label)) for label in labels]
+    flat_prompts = [p for p in prompts for _ in labels]
+    return continuation_logprobs(
+        logits_fn, flat_prompts, conts * len(prompts), tokenizer.pad_id, batch_size
+    ).view(len(prompts), len(labels))  # (N, L)
+
+
 def classify(
     logits_fn: LogitsFn,
     tokenizer: Tokenizer,
@@ -154,15 +170,25 @@ def classify(
 ) -> tuple[list[str], list[str]]:
     """Predicted label per prompt by summed log-prob (acc) and by log-prob per character
     (acc_norm)."""
-    conts = [tokenizer.encode(template.continuation(label)) for label in labels]
-    flat_prompts = [p for p in prompts for _ in labels]
-    scores = continuation_logprobs(
-        logits_fn, flat_prompts, conts * len(prompts), tokenizer.pad_id, batch_size
-    ).view(len(prompts), len(labels))  # (N, L)
+    scores = label_scores(logits_fn, tokenizer, template, labels, prompts, batch_size)
+    return predictions(scores, template, labels)
+
+
+def predictions(
+    scores: Tensor, template: PromptTemplate, labels: list[str]
+) -> tuple[list[str], list[str]]:
+    """(N, L) scores -> labels by summed log-prob and by log-prob per character."""
     chars = torch.tensor([len(template.continuation(label)) for label in labels])  # (L,)
     by_sum = [labels[i] for i in scores.argmax(1).tolist()]
     by_char = [labels[i] for i in (scores / chars).argmax(1).tolist()]
     return by_sum, by_char
+
+
+def calibrated(scores: Tensor, content_free: Tensor) -> Tensor:
+    """Contextual calibration (Zhao et al., 2021): divide each prompt's label distribution by
+    the one the same demos give a content-free query, so a label the prompt favours whatever
+    the input stops winning by default. Label indices (N,), from (N, L) scores each."""
+    return (scores.log_softmax(-1) - content_free.log_softmax(-1)).argmax(-1)
 
 
 def evaluate_shots(
@@ -176,29 +202,38 @@ def evaluate_shots(
     balanced: bool,
     budget: int,
     batch_size: int = 32,
+    content_free: str | None = None,
 ) -> dict[str, float]:
-    """acc, acc_norm and dropped demos of one (k, seed) cell."""
+    """acc, acc_norm and dropped demos of one (k, seed) cell; with `content_free` (e.g. "N/A")
+    also acc_calib, each prompt calibrated by that text under the same demos."""
     labels = sorted({label for _, label in pool})
     rng, groups = random.Random(seed), label_groups(pool, balanced)
-    prompts, dropped = [], 0
+    prompts, neutral, dropped = [], [], 0
     for text, _ in queries:
         demos = sample_demos(pool, groups, k, rng, text)
         ids, n = build_prompt(template, tokenizer, demos, text, budget)
         prompts.append(ids)
         dropped += n
-    by_sum, by_char = classify(logits_fn, tokenizer, template, labels, prompts, batch_size)
+        if content_free is not None:
+            neutral.append(build_prompt(template, tokenizer, demos, content_free, budget)[0])
+    scores = label_scores(logits_fn, tokenizer, template, labels, prompts, batch_size)
+    by_sum, by_char = predictions(scores, template, labels)
     gold = [label for _, label in queries]
-    return {
-        "acc": sum(p == g for p, g in zip(by_sum, gold, strict=True)) / len(gold),
-        "acc_norm": sum(p == g for p, g in zip(by_char, gold, strict=True)) / len(gold),
-        "demos_dropped": dropped,
-    }
+    cell = {"acc": _accuracy(by_sum, gold), "acc_norm": _accuracy(by_char, gold)}
+    if content_free is not None:
+        prior = label_scores(logits_fn, tokenizer, template, labels, neutral, batch_size)
+        cell["acc_calib"] = _accuracy([labels[i] for i in calibrated(scores, prior)], gold)
+    return cell | {"demos_dropped": dropped}
+
+
+def _accuracy(predicted: list[str], gold: list[str]) -> float:
+    return sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
 
 
 def summarise(k: int, cells: list[dict[str, float]], n_queries: int) -> dict[str, Any]:
     """Mean and std over seeds of one k."""
     row: dict[str, Any] = {"k": k, "seeds": len(cells), "queries": n_queries}
-    for key in ("acc", "acc_norm"):
+    for key in [key for key in ("acc", "acc_norm", "acc_calib") if key in cells[0]]:
         values = [c[key] for c in cells]
         row[f"{key}_mean"] = statistics.fmean(values)
         row[f"{key}_std"] = statistics.pstdev(values)
@@ -246,7 +281,16 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     for k in icl.shots:
         cells = [
             evaluate_shots(
-                logits_fn, module.tokenizer, template, pool, queries, k, s, icl.balanced, budget
+                logits_fn,
+                module.tokenizer,
+                template,
+                pool,
+                queries,
+                k,
+                s,
+                icl.balanced,
+                budget,
+                content_free=icl.content_free if icl.calibrate else None,
             )
             for s in range(icl.seeds)
         ]
@@ -256,7 +300,8 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     out_dir.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
     (out_dir / "icl.md").write_text(table + "\n")
-    save_curve(out_dir / "icl_kshot.png", rows, "k", ("acc", "acc_norm"), "demonstrations k")
+    curves = ("acc", "acc_norm", "acc_calib") if icl.calibrate else ("acc", "acc_norm")
+    save_curve(out_dir / "icl_kshot.png", rows, "k", curves, "demonstrations k")
     print(table)
     if any(r["demos_dropped"] for r in rows):
         rank_zero_info(f"demos that did not fit in {budget} prompt tokens were dropped (counted)")
