@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lm_lab.eval.modes import MODES
 from lm_lab.utils.checkpoint import load_module
@@ -19,10 +19,14 @@ SPLITS = ("test", "validation")
 
 def data_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
     """The checkpoint's data config, or the one given on the command line resolved against the
-    checkpoint's task (so `task: ${task.name}` means the task the model was trained for)."""
+    checkpoint's task (so `task: ${task.name}` means the task the model was trained for).
+    A whole data config (`data=sst2`, it has a `_target_`) replaces the saved one: merged, a
+    text-trained LM's `source.train: train.txt` would outlive the switch to CSV files."""
     if cfg.get("data") is None:
         return saved.data
-    merged = OmegaConf.merge(saved, {"data": cfg.data, "paths": cfg.paths, "seed": cfg.seed})
+    merged = OmegaConf.merge(saved, {"paths": cfg.paths, "seed": cfg.seed})
+    with open_dict(merged):
+        merged.data = cfg.data if "_target_" in cfg.data else OmegaConf.merge(saved.data, cfg.data)
     return merged.data
 
 

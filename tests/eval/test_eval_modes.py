@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from lm_lab.evaluate import data_config
 from lm_lab.evaluate import run as evaluate
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
@@ -84,3 +85,14 @@ def test_unknown_mode_fails_fast(compose, tmp_path):
     cfg = eval_config(compose, tmp_path, tmp_path / "none.ckpt", "mode=bogus")
     with pytest.raises(ConfigError, match="mode=bogus"):
         evaluate(cfg)
+
+
+def test_another_data_set_replaces_the_checkpoints_data_config(compose, tmp_path):
+    """An LM trained on text files, probed with data=csv: no text-source key may survive."""
+    saved = compose("task=generate", "data=text", f"data.root={tmp_path / 'text'}")
+    cfg = compose("ckpt_path=x.ckpt", "data=csv", f"data.root={tmp_path}", config_name="eval")
+    data = data_config(cfg, saved)
+    assert data.source == cfg.data.source and data.source.root == str(tmp_path)
+    assert data.task == "generate"  # resolved against the checkpoint's task
+    tweak = compose("ckpt_path=x.ckpt", "+data.batch_size=3", config_name="eval")
+    assert data_config(tweak, saved).source == saved.data.source  # a tweak still merges
