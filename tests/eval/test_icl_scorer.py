@@ -11,10 +11,11 @@ from lm_lab.eval.icl import (
     PromptTemplate,
     build_prompt,
     calibrated,
-    classify,
     continuation_logprobs,
     evaluate_shots,
     label_groups,
+    label_scores,
+    predictions,
     sample_demos,
 )
 from lm_lab.utils.errors import ConfigError
@@ -49,7 +50,8 @@ def test_continuation_logprob_is_the_sum_over_its_tokens():
 
 def test_acc_sums_log_probs_and_acc_norm_divides_by_characters():
     # "ab": log .3 + log .3 = -2.41 (per char -1.20); "c": log .15 = -1.90 (per char -1.90)
-    by_sum, by_char = classify(MODEL, TOK, TEMPLATE, ["long", "short"], [TOK.encode("x:")])
+    scores = label_scores(MODEL, TOK, TEMPLATE, ["long", "short"], [TOK.encode("x:")])
+    by_sum, by_char = predictions(scores, TEMPLATE, ["long", "short"])
     assert by_sum == ["short"] and by_char == ["long"]
 
 

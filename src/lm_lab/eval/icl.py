@@ -160,20 +160,6 @@ def label_scores(
     ).view(len(prompts), len(labels))  # (N, L)
 
 
-def classify(
-    logits_fn: LogitsFn,
-    tokenizer: Tokenizer,
-    template: PromptTemplate,
-    labels: list[str],
-    prompts: list[list[int]],
-    batch_size: int = 32,
-) -> tuple[list[str], list[str]]:
-    """Predicted label per prompt by summed log-prob (acc) and by log-prob per character
-    (acc_norm)."""
-    scores = label_scores(logits_fn, tokenizer, template, labels, prompts, batch_size)
-    return predictions(scores, template, labels)
-
-
 def predictions(
     scores: Tensor, template: PromptTemplate, labels: list[str]
 ) -> tuple[list[str], list[str]]:

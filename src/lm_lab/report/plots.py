@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lm_lab.report.jobs import Job  # noqa: E402
-from lm_lab.report.summary import SEED_KEY, mean_std  # noqa: E402
+from lm_lab.report.summary import SEED_KEY, grid_cells, mean_std  # noqa: E402
 
 
 def job_label(job: Job, keys: list[str]) -> str:
@@ -69,21 +69,13 @@ def plot_by_override(jobs: list[Job], keys: list[str], metric: str, out_dir: Pat
 def plot_grid(jobs: list[Job], grid: tuple[str, str], metric: str, out_dir: Path) -> Path:
     """A two-way grid as one PNG: x = grid[0]'s values, one line (mean +- std) per grid[1] value."""
     row_key, col_key = grid
-    done = [job for job in jobs if job.error is None and metric in _metrics(job)]
-    xs = list(dict.fromkeys(job.overrides.get(row_key) for job in done))
+    xs, cols, cells = grid_cells(jobs, grid, metric)
     fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(xs) + 3), 4))
-    for col in dict.fromkeys(job.overrides.get(col_key) for job in done):
-        points = []
-        for x, value in enumerate(xs):
-            ys = [
-                _metrics(j)[metric]
-                for j in done
-                if j.overrides.get(row_key) == value and j.overrides.get(col_key) == col
-            ]
-            if ys:
-                points.append((x, *mean_std(ys)))
-        x, mean, std = zip(*points, strict=True)
-        ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, label=f"{col_key}={col}")
+    for col in cols:
+        points = [(x, *cells[r, col]) for x, r in enumerate(xs) if cells[r, col] is not None]
+        if points:
+            x, mean, std = zip(*points, strict=True)
+            ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, label=f"{col_key}={col}")
     ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=20)
     ax.set(xlabel=row_key, ylabel=metric, title=f"{metric} by {row_key} and {col_key}")
     ax.grid(alpha=0.3)

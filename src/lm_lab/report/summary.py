@@ -61,24 +61,27 @@ def grid_keys(keys: list[str]) -> tuple[str, str] | None:
     return (varying[0], varying[1]) if len(varying) == 2 else None
 
 
+def grid_cells(
+    jobs: list[Job], grid: tuple[str, str], metric: str
+) -> tuple[list[str | None], list[str | None], dict[tuple, tuple[float, float] | None]]:
+    """Values of grid[0] and grid[1] in first-seen order, and the metric's (mean, std) over the
+    finished jobs of each (row, column) cell; None where no job has it."""
+    row_key, col_key = grid
+    done = [job for job in jobs if job.error is None]
+    rows = list(dict.fromkeys(job.overrides.get(row_key) for job in done))
+    cols = list(dict.fromkeys(job.overrides.get(col_key) for job in done))
+    values: dict[tuple, list[float | None]] = {}
+    for job in done:
+        cell = (job.overrides.get(row_key), job.overrides.get(col_key))
+        values.setdefault(cell, []).append(_value(job, metric))
+    return rows, cols, {(r, c): mean_std(values.get((r, c), [])) for r in rows for c in cols}
+
+
 def pivot_rows(jobs: list[Job], grid: tuple[str, str], metric: str) -> list[dict[str, Any]]:
     """One row per value of grid[0], one column per value of grid[1]: the metric's mean +- std
     over seeds, so a cell x encoder grid reads at a glance."""
-    row_key, col_key = grid
-    done = [job for job in jobs if job.error is None]
-    cols = list(dict.fromkeys(job.overrides.get(col_key) for job in done))
-    rows = []
-    for value in dict.fromkeys(job.overrides.get(row_key) for job in done):
-        row: dict[str, Any] = {row_key: value}
-        for col in cols:
-            members = [
-                j
-                for j in done
-                if j.overrides.get(row_key) == value and j.overrides.get(col_key) == col
-            ]
-            row[f"{col_key}={col}"] = mean_std([_value(job, metric) for job in members])
-        rows.append(row)
-    return rows
+    rows, cols, cells = grid_cells(jobs, grid, metric)
+    return [{grid[0]: r} | {f"{grid[1]}={c}": cells[r, c] for c in cols} for r in rows]
 
 
 def mean_std(values: list[float | None]) -> tuple[float, float] | None:
