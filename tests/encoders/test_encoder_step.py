@@ -10,12 +10,36 @@ from lm_lab.encoders.hybrid import HybridEncoder
 from lm_lab.encoders.transformer import TransformerEncoder
 
 D, T = 32, 12
+LLAMA3 = dict(
+    type="llama3",
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=8,
+)
 BUILDERS = {
     **{
         f"transformer-{kind}": partial(TransformerEncoder, D, 2, 4, positions=kind)
         for kind in ("rope", "sinusoidal", "learned", "none")
     },
     "transformer-attention-only": partial(TransformerEncoder, D, 2, 1, d_ff=0),  # MQAR's shape
+    "transformer-llama": partial(  # the options pretrained families need (lm_lab.hf)
+        TransformerEncoder,
+        D,
+        2,
+        4,
+        positions="rope",
+        norm="rmsnorm",
+        mlp="swiglu",
+        n_kv_heads=2,
+        bias=False,
+        qkv_bias=True,
+        rope_theta=500.0,
+        rope_scaling=LLAMA3,
+    ),
+    "transformer-neox": partial(
+        TransformerEncoder, D, 2, 4, positions="rope", parallel_residual=True, rotary_fraction=0.5
+    ),
     "bilstm": partial(BiLSTMEncoder, D, 2, bidirectional=False),
     "hybrid": partial(HybridEncoder, D, "LA", 4, positions="sinusoidal", bidirectional=False),
 }

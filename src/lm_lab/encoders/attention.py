@@ -1,7 +1,8 @@
 """Multi-head self-attention and the position-wise MLP: the two sublayers of a transformer block.
 
-Every projection is an explicit `nn.Linear` (`q`, `k`, `v`, `o`; `fc`, `proj`), so fine-tuning
-strategies (LoRA, IA3, adapters) can find and wrap each one by name.
+Every projection is an explicit `nn.Linear` (`q`, `k`, `v`, `o`; `fc`, `proj`, and `up` for
+SwiGLU), so fine-tuning strategies (LoRA, IA3, adapters) can find and wrap each one by name.
+Keys and values may have fewer heads than queries (grouped-query attention, `n_kv_heads`).
 """
 
 import torch
@@ -62,21 +63,30 @@ class SelfAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         rope: Rotary | None = None,
+        n_kv_heads: int | None = None,
+        qkv_bias: bool | None = None,
     ) -> None:
         super().__init__()
+        n_kv_heads = n_kv_heads or n_heads
         if n_heads < 1 or d_model % n_heads:
             raise ValueError(
                 f"model.d_model={d_model} must be divisible by model.n_heads={n_heads}"
+            )
+        if n_kv_heads < 1 or n_heads % n_kv_heads:
+            raise ValueError(
+                f"model.n_kv_heads={n_kv_heads} must divide model.n_heads={n_heads}"
             )
         if rope is not None and (d_model // n_heads) % 2:
             raise ValueError(
                 f"positions=rope needs an even head size, but model.d_model={d_model} / "
                 f"model.n_heads={n_heads} = {d_model // n_heads}"
             )
-        self.n_heads, self.dropout, self.rope = n_heads, dropout, rope
-        self.q = _linear(d_model, d_model, bias)
-        self.k = _linear(d_model, d_model, bias)
-        self.v = _linear(d_model, d_model, bias)
+        self.n_heads, self.n_kv_heads, self.dropout, self.rope = n_heads, n_kv_heads, dropout, rope
+        d_kv = d_model // n_heads * n_kv_heads
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.q = _linear(d_model, d_model, qkv_bias)
+        self.k = _linear(d_model, d_kv, qkv_bias)
+        self.v = _linear(d_model, d_kv, qkv_bias)
         self.o = _linear(d_model, d_model, bias)
         self.resid_drop = nn.Dropout(dropout)
 
@@ -99,11 +109,12 @@ class SelfAttention(nn.Module):
         return self._attend(q, k, v, mask, is_causal=mask is None and t > 1), (k, v)
 
     def _heads(self, x: Tensor, offset: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k, v (B, H, T, Dh) of x (B, T, D), rotated for positions `offset` under rope."""
+        """q (B, H, T, Dh) and k, v (B, Hkv, T, Dh) of x (B, T, D), rotated for positions
+        `offset` under rope."""
         B, T, _ = x.shape
         q, k, v = (
-            proj(x).view(B, T, self.n_heads, -1).transpose(1, 2)  # (B, H, T, Dh)
-            for proj in (self.q, self.k, self.v)
+            proj(x).view(B, T, heads, -1).transpose(1, 2)  # (B, heads, T, Dh)
+            for proj, heads in ((self.q, self.n_heads), (self.k, self.n_kv_heads), (self.v, self.n_kv_heads))
         )
         if self.rope is not None:
             q, k = self.rope(q, k, offset)
@@ -120,21 +131,36 @@ class SelfAttention(nn.Module):
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal,
+            enable_gqa=self.n_kv_heads != self.n_heads,  # each kv head serves H / Hkv queries
         )  # (B, H, T, Dh)
         y = self.o(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
         return self.resid_drop(y) if self.training else y  # a no-op call costs generation ~2%
 
 
-class MLP(nn.Module):
-    """Position-wise feed-forward: widen to d_ff, GELU, project back to d_model."""
+MLPS = ("gelu", "gelu_tanh", "swiglu")
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True) -> None:
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: widen to d_ff, activate, project back to d_model.
+
+    `kind`: gelu (exact), gelu_tanh (GPT-2's approximation) or swiglu (Llama: silu(fc(x)) gates
+    a second projection `up`; three matrices instead of two).
+    """
+
+    def __init__(
+        self, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True, kind: str = "gelu"
+    ) -> None:
         super().__init__()
+        if kind not in MLPS:
+            raise ValueError(f"model.mlp={kind!r} must be one of {', '.join(MLPS)}")
         self.fc = _linear(d_model, d_ff, bias)
+        self.up = _linear(d_model, d_ff, bias) if kind == "swiglu" else None
         self.proj = _linear(d_ff, d_model, bias)
-        self.act = nn.GELU()
+        self.act = nn.SiLU() if kind == "swiglu" else nn.GELU("tanh" if kind == "gelu_tanh" else "none")
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.act(self.fc(x))  # (B, T, F)
+        if self.up is not None:
+            h = h * self.up(x)  # (B, T, F)
         return self.drop(self.proj(h))  # (B, T, D)

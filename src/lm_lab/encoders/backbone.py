@@ -1,4 +1,9 @@
-"""Token embedding -> encoder -> final norm: the part of a model that transfers between tasks."""
+"""Token embedding -> encoder -> final norm: the part of a model that transfers between tasks.
+
+The output projection onto the vocabulary is the embedding, transposed, unless the encoder says
+`tie_embeddings=False` (Llama, GPT-NeoX): then `lm_head` holds its own matrix, built only for the
+tasks that predict tokens (`lm_head=True`).
+"""
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +19,12 @@ class Backbone(nn.Module):
     """
 
     def __init__(
-        self, encoder: Encoder, vocab_size: int, pad_id: int, emb_dropout: float = 0.0
+        self,
+        encoder: Encoder,
+        vocab_size: int,
+        pad_id: int,
+        emb_dropout: float = 0.0,
+        lm_head: bool = True,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, encoder.d_model, padding_idx=pad_id)
@@ -23,11 +33,18 @@ class Backbone(nn.Module):
             self.embed.weight[pad_id].zero_()
         self.drop = nn.Dropout(emb_dropout)
         self.encoder = encoder
-        self.norm = nn.LayerNorm(encoder.d_model)
+        self.norm = encoder.final_norm()
+        untied = lm_head and not getattr(encoder, "tie_embeddings", True)
+        self.lm_head = nn.Linear(encoder.d_model, vocab_size, bias=False) if untied else None
 
     @property
     def d_model(self) -> int:
         return self.encoder.d_model
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Scores (..., V) of states h (..., D) over the vocabulary."""
+        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight  # (V, D)
+        return h @ weight.T
 
     def forward(
         self, input_ids: Tensor, pad_mask: Tensor | None = None, causal: bool = False

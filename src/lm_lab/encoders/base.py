@@ -27,6 +27,11 @@ class Encoder(nn.Module, ABC):
     d_model: int
     max_len: int | None
 
+    def final_norm(self) -> nn.Module:
+        """The norm the Backbone applies to the encoder's output; encoders with a choice of norm
+        (TransformerEncoder's `norm`) override it."""
+        return nn.LayerNorm(self.d_model)
+
     @abstractmethod
     def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """Encode x (B, T, D) into (B, T, D) under the guarantees above."""

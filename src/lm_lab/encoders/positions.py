@@ -7,6 +7,9 @@ KV-cache generation can encode new tokens where they really sit; `offset` may al
 tensor of per-token positions, for left-padded batches whose rows start at different columns.
 """
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -33,11 +36,40 @@ def _rows(table: Tensor, offset: Offset, length: int) -> Tensor:
     return table[offset : offset + length] if isinstance(offset, int) else table[offset]
 
 
-def _angles(n_positions: int, dim: int, base: float, device: torch.device) -> Tensor:
-    """Angles pos / base^(2i / dim), the frequencies shared by sinusoidal encodings and rope."""
+def _angles(
+    n_positions: int, dim: int, base: float, device: torch.device, scaling: dict | None = None
+) -> Tensor:
+    """Angles pos / base^(2i / dim), the frequencies shared by sinusoidal encodings and rope;
+    `scaling` (rope only) stretches the low frequencies to reach longer contexts."""
     inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    if scaling is not None:
+        inv_freq = llama3_frequencies(inv_freq, **scaling)
     positions = torch.arange(n_positions, device=device, dtype=torch.float32)
     return torch.outer(positions, inv_freq)  # (L, ceil(dim / 2))
+
+
+ROPE_SCALINGS = ("llama3",)
+
+
+def llama3_frequencies(
+    inv_freq: Tensor,
+    type: str,
+    factor: float,
+    low_freq_factor: float,
+    high_freq_factor: float,
+    original_max_position_embeddings: int,
+) -> Tensor:
+    """Llama 3.1's rope scaling: wavelengths longer than the pretraining context / low_freq_factor
+    slow down by `factor`, those under context / high_freq_factor stay, the band between blends."""
+    if type not in ROPE_SCALINGS:
+        raise ValueError(f"model.rope_scaling.type={type!r} must be one of {ROPE_SCALINGS}")
+    context = original_max_position_embeddings
+    wavelen = 2 * math.pi / inv_freq
+    slowed = torch.where(wavelen > context / low_freq_factor, inv_freq / factor, inv_freq)
+    smooth = (context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blended = (1 - smooth) * slowed / factor + smooth * slowed
+    band = (wavelen >= context / high_freq_factor) & (wavelen <= context / low_freq_factor)
+    return torch.where(band, blended, slowed)
 
 
 class SinusoidalPositions(nn.Module):
@@ -93,35 +125,45 @@ class Rotary(nn.Module):
 
     Holds no parameters, so one instance is shared by every attention layer of an encoder; the
     cos/sin tables follow the head size of the q it is given and grow as sequences get longer.
+    `fraction` < 1 rotates only the first dims of each head (GPT-NeoX's partial rotary).
     """
 
-    def __init__(self, base: float = 10000.0) -> None:
+    def __init__(
+        self, base: float = 10000.0, fraction: float = 1.0, scaling: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
-        self.base = base
+        if not 0 < fraction <= 1:
+            raise ValueError(f"model.rotary_fraction={fraction} must be in (0, 1]")
+        self.base, self.fraction, self.scaling = base, fraction, scaling
         # caches, not buffers: DDP would broadcast them, and their length differs between ranks
         self.cos, self.sin = torch.empty(0, 0), torch.empty(0, 0)
 
     def forward(self, q: Tensor, k: Tensor, offset: Offset = 0) -> tuple[Tensor, Tensor]:
         """Rotate q and k (B, H, T, Dh) whose first token sits at position `offset`."""
-        T, head_dim = q.shape[-2], q.shape[-1]
+        T, dim = q.shape[-2], int(q.shape[-1] * self.fraction)
         end = _end(offset, T)
-        if end > self.cos.shape[0] or head_dim != self.cos.shape[1] or self.cos.device != q.device:
-            angles = _angles(2 * end, head_dim, self.base, q.device).repeat(1, 2)  # (L, Dh)
-            self.cos, self.sin = angles.cos(), angles.sin()
+        if end > self.cos.shape[0] or dim != self.cos.shape[1] or self.cos.device != q.device:
+            angles = _angles(2 * end, dim, self.base, q.device, self.scaling).repeat(1, 2)
+            self.cos, self.sin = angles.cos(), angles.sin()  # (L, R) for the R rotated dims
         cos, sin = (_rows(table, offset, T).to(q.dtype) for table in (self.cos, self.sin))
-        if cos.dim() == 3:  # per-row positions (B, T, Dh) broadcast over heads
-            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, Dh)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        if cos.dim() == 3:  # per-row positions (B, T, R) broadcast over heads
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, R)
+        if dim == q.shape[-1]:
+            return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        return tuple(  # rotate the first R dims, pass the rest through
+            torch.cat([_rotate(x[..., :dim], cos, sin), x[..., dim:]], -1) for x in (q, k)
+        )
 
 
 def build_positions(
-    kind: str, d_model: int, max_len: int
+    kind: str, d_model: int, max_len: int, **rope: Any
 ) -> tuple[SinusoidalPositions | LearnedPositions | None, Rotary | None]:
-    """Split `positions=<kind>` into the encoding added at the input and a Rotary for attention."""
+    """Split `positions=<kind>` into the encoding added at the input and a Rotary for attention
+    (built with the `rope` settings: base, fraction, scaling)."""
     if kind not in POSITIONS:
         raise ValueError(f"model.positions={kind!r} must be one of {', '.join(POSITIONS)}")
     if kind == "sinusoidal":
         return SinusoidalPositions(d_model), None
     if kind == "learned":
         return LearnedPositions(d_model, max_len), None
-    return None, Rotary() if kind == "rope" else None
+    return None, Rotary(**rope) if kind == "rope" else None

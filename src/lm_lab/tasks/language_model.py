@@ -1,4 +1,5 @@
-"""Causal language modelling with the output head tied to the token embedding."""
+"""Causal language modelling; the output head is the backbone's (tied to the embedding unless
+the model says otherwise)."""
 
 import math
 from typing import Any
@@ -32,7 +33,7 @@ class LanguageModel(TaskModule):
         return self.head(h)
 
     def head(self, h: Tensor) -> Tensor:
-        return h @ self.backbone.embed.weight.T  # (B, T, V): tied to the embedding
+        return self.backbone.logits(h)  # (B, T, V)
 
     def step(
         self, input_ids: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None

@@ -33,7 +33,8 @@ def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None)
     """Encoder from cfg.model (sized to model.param_budget / model.size when set), wrapped in a
     Backbone sized by the tokenizer, under cfg.task."""
     vocab, pad = tokenizer.vocab_size, tokenizer.pad_id
-    backbone = Backbone(instantiate(sized_encoder_config(cfg.model, vocab, pad)), vocab, pad)
+    encoder = instantiate(sized_encoder_config(cfg.model, vocab, pad))
+    backbone = Backbone(encoder, vocab, pad, lm_head=cfg.task.get("name") == "generate")
     return instantiate(cfg.task, backbone=backbone, tokenizer=tokenizer, label_names=label_names)
 
 
