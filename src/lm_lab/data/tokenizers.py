@@ -20,6 +20,8 @@ class Tokenizer:
 
     kind: str = ""
     pad_id: int = 0
+    eos_id: int | None = None  # ends generation; lm_lab's own tokenizers have none
+    bos_ids: list[int] = []  # put before a whole text (a pretrained model's BOS), else nothing
 
     @property
     def is_fitted(self) -> bool:
@@ -219,6 +221,95 @@ class BPETokenizer(Tokenizer):
         }
 
 
+class PretrainedTokenizer(Tokenizer):
+    """A pretrained model's own tokenizer (its tokenizer.json), with its special tokens: BOS
+    before a text when its tokenizer_config says `add_bos_token`, EOS as generation stop, and a
+    pad id even when the model has none (its pad token, else a spare embedding row past the
+    tokenizer's vocabulary, else unk, else EOS). `vocab_size` is the embedding's row count when
+    the folder has a config.json (it may exceed the tokenizer's; never the reverse)."""
+
+    kind = "hf"
+
+    def __init__(self, path: str | Path | None = None, state: dict[str, Any] | None = None) -> None:
+        if state is None:
+            state = _pretrained_state(_tokenizer_folder(path))
+        self.state_ = state
+        self._tok = HFTokenizer.from_str(state["tokenizer"])
+        self._vocab_size = state["vocab_size"]
+        self.pad_id, self.eos_id = state["pad_id"], state["eos_id"]
+        self.bos_ids = [state["bos_id"]] if state["add_bos"] else []
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode([i for i in ids if i != self.pad_id], skip_special_tokens=True)
+
+    def state(self) -> dict[str, Any]:
+        return self.state_
+
+
+def _tokenizer_folder(path: str | Path | None) -> Path:
+    """`tokenizer.path`: a model folder or its tokenizer.json."""
+    if path is None:
+        raise ConfigError("tokenizer=hf needs tokenizer.path=<model folder or tokenizer.json>")
+    path = Path(path)
+    folder = path.parent if path.name == "tokenizer.json" else path
+    if not (folder / "tokenizer.json").is_file():
+        raise ConfigError(f"tokenizer.path={path}: no tokenizer.json there")
+    return folder
+
+
+def _special(folder: Path) -> dict[str, Any]:
+    """Special-token settings: special_tokens_map.json, then tokenizer_config.json over it,
+    token names as plain strings (they may be {"content": ...} dicts)."""
+    merged: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json", "config.json"):
+        if (folder / name).is_file():
+            merged |= {
+                k: v["content"] if isinstance(v, dict) and "content" in v else v
+                for k, v in json.loads((folder / name).read_text(encoding="utf-8")).items()
+                if k.endswith(("_token", "_token_id", "add_bos_token")) or k == "vocab_size"
+            }
+    return merged
+
+
+def _pretrained_state(folder: Path) -> dict[str, Any]:
+    tok = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+    cfg, n_tokens = _special(folder), tok.get_vocab_size(with_added_tokens=True)
+    vocab = cfg.get("vocab_size") or n_tokens
+    if n_tokens > vocab:
+        raise ConfigError(
+            f"tokenizer.path={folder}: the tokenizer has {n_tokens} tokens but the model's "
+            f"embedding only {vocab} rows (config.json vocab_size); use the model's own tokenizer"
+        )
+
+    def token_id(name: str) -> int | None:
+        given = cfg.get(f"{name}_token_id")
+        given = given[0] if isinstance(given, list) else given
+        token = cfg.get(f"{name}_token")
+        return given if given is not None else (tok.token_to_id(token) if token else None)
+
+    eos, unk = token_id("eos"), token_id("unk")
+    spare = n_tokens if n_tokens < vocab else None
+    pad = next(i for i in (token_id("pad"), spare, unk, eos, 0) if i is not None)
+    return {
+        "tokenizer": tok.to_str(),
+        "vocab_size": vocab,
+        "pad_id": pad,
+        "eos_id": eos,
+        "bos_id": token_id("bos"),
+        "add_bos": bool(cfg.get("add_bos_token")) and token_id("bos") is not None,
+    }
+
+
 def from_json(s: str) -> Tokenizer:
     """Rebuild a tokenizer from `to_json` output (e.g. the copy stored in a checkpoint)."""
     state = json.loads(s)
@@ -233,7 +324,9 @@ def from_json(s: str) -> Tokenizer:
         tok = BPETokenizer(state["vocab_size"], state["min_frequency"])
         tok._set(HFTokenizer.from_str(state["tokenizer"]))
         return tok
-    raise ValueError(f"tokenizer JSON has kind={kind!r}; expected one of char, byte, ids, bpe")
+    if kind == "hf":
+        return PretrainedTokenizer(state=state)
+    raise ValueError(f"tokenizer JSON has kind={kind!r}; expected one of char, byte, ids, bpe, hf")
 
 
 def load(path: str | Path) -> Tokenizer:

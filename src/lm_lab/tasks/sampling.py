@@ -96,26 +96,31 @@ def generate_ids(
     seed: int = 0,
     use_cache: bool = True,
     on_tokens: Callable[[Tensor], bool] | None = None,
+    eos_id: int | None = None,
 ) -> Tensor:
     """New token ids (B, n <= max_new_tokens) for a batch of prompts, the model in eval mode.
 
     `on_tokens(tokens (B,))` sees each step's tokens as they come; returning True stops early.
+    Generation also stops once every row has produced `eos_id` (a pretrained model's EOS).
     """
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     device = model.backbone.embed.weight.device
     pad_id = model.backbone.embed.padding_idx or 0
     ids, n_pad = left_pad(prompts, pad_id)
-    pad = torch.tensor([pad_id], device=device)
+    pad = torch.tensor([pad_id] if pad_id != eos_id else [], dtype=torch.long, device=device)
     ids, n_pad = ids.to(device), None if n_pad is None else n_pad.to(device)
     check_length(model, ids.shape[1], max_new_tokens)
     generator = torch.Generator(device=device).manual_seed(seed)
     logits, state = model.step(ids, None, 0, n_pad)  # (B, T, V)
     new: list[Tensor] = []
+    ended = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # (B,) rows past EOS
     for offset in range(ids.shape[1], ids.shape[1] + max_new_tokens):
         logits = logits[:, -1].index_fill(-1, pad, -torch.inf)  # (B, V)
         token = next_token(logits, temperature, top_k, top_p, generator)  # (B,), never pad
         new.append(token)
-        if (on_tokens is not None and on_tokens(token)) or len(new) == max_new_tokens:
+        ended |= token == (-1 if eos_id is None else eos_id)
+        stop = on_tokens is not None and on_tokens(token)
+        if stop or bool(ended.all()) or len(new) == max_new_tokens:
             break
         if use_cache:  # the new token sits at column `offset`
             logits, state = model.step(token[:, None], state, offset, n_pad)  # (B, 1, V)
@@ -144,6 +149,9 @@ def generate_text(
         for row, token in enumerate(tokens.tolist()):
             if done[row]:
                 continue
+            if token == tokenizer.eos_id:
+                done[row] = True
+                continue
             new[row].append(token)
             text = tokenizer.decode(new[row])
             if stop and stop in text:
@@ -156,8 +164,9 @@ def generate_text(
                     shown[row] = end
         return all(done)
 
-    encoded = [tokenizer.encode(prompt) for prompt in prompts]
-    generate_ids(model, encoded, max_new_tokens, on_tokens=on_tokens, **sampling)
+    encoded = [tokenizer.bos_ids + tokenizer.encode(prompt) for prompt in prompts]
+    eos = tokenizer.eos_id
+    generate_ids(model, encoded, max_new_tokens, on_tokens=on_tokens, eos_id=eos, **sampling)
     if on_text is not None:  # what was held back for a stop string that never came
         for row, text in enumerate(texts):
             if len(text) > shown[row]:

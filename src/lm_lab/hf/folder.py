@@ -1,0 +1,77 @@
+"""A Hugging Face model folder on disk: where it is (a path or a Hub id in the local cache),
+its config.json and its safetensors shards."""
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from lm_lab.utils.errors import ConfigError
+
+CONFIG = "config.json"
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
+HUB_FILES = ["config.json", "*.safetensors", "*.json", "tokenizer*"]
+
+
+def is_hf_source(source: Any) -> bool:
+    """True for a directory (lm_lab checkpoints are files) or a Hub id that is not a local path."""
+    if not source:
+        return False
+    path = Path(str(source))
+    if path.is_dir():
+        return True
+    return not path.exists() and bool(HUB_ID.match(str(source))) and path.suffix not in (".ckpt", ".pt")
+
+
+def resolve(source: str | Path, key: str = "init_from") -> Path:
+    """The local folder of a model: the directory itself, or a Hub id's snapshot from the
+    huggingface_hub cache (downloaded only when online: HF_HUB_OFFLINE unset)."""
+    path = Path(str(source))
+    if not path.is_dir():
+        path = _from_hub(str(source), key)
+    if not (path / CONFIG).is_file():
+        raise ConfigError(f"{key}={source}: no {CONFIG} in it; pass a Hugging Face model folder")
+    return path
+
+
+def _from_hub(repo_id: str, key: str) -> Path:
+    from huggingface_hub import snapshot_download  # only needed for Hub ids
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    try:
+        return Path(
+            snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=offline)
+        )
+    except Exception as err:  # not cached, offline, unknown id: all mean the same to the user
+        try:  # a cached snapshot beats a failed download
+            return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
+        except Exception:
+            raise ConfigError(
+                f"{key}={repo_id}: not a folder, and not found on the Hugging Face Hub or in "
+                f"its cache ({type(err).__name__}); download it or pass its local folder"
+            ) from None
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+
+
+def weight_files(folder: Path, key: str = "init_from") -> dict[str, Path]:
+    """Tensor name -> the safetensors file holding it (one file, or the shards of the index)."""
+    from safetensors import safe_open
+
+    index = folder / INDEX
+    if index.is_file():
+        names = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = {name: folder / shard for name, shard in names.items()}
+        missing = sorted({str(f.name) for f in files.values() if not f.is_file()})
+        if missing:
+            raise ConfigError(f"{key}={folder}: shard(s) {missing} listed in {INDEX} are missing")
+        return files
+    if not (folder / SINGLE).is_file():
+        raise ConfigError(f"{key}={folder}: neither {SINGLE} nor {INDEX}; only safetensors load")
+    with safe_open(folder / SINGLE, framework="pt") as f:
+        return dict.fromkeys(f.keys(), folder / SINGLE)

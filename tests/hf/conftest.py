@@ -1,0 +1,107 @@
+"""Tiny random Hugging Face models, one per family, saved once per session: 2 layers, width
+64, a 128-row embedding and a BPE tokenizer trained on a few sentences."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+SENTENCES = [
+    "the movie was great and the actors were wonderful",
+    "a terrible film, boring from start to end",
+    "I loved the music but the story was weak",
+    "one of the best films of the year",
+    "the plot made no sense at all",
+] * 4
+VOCAB = 128  # embedding rows; the tokenizer has fewer, so spare rows exist
+LLAMA3 = {
+    "rope_type": "llama3",
+    "rope_theta": 500.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+}
+COMMON = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, initializer_range=0.15)
+CONFIGS = {
+    "gpt2": lambda: transformers.GPT2Config(
+        n_embd=64, n_layer=2, n_head=4, n_positions=128, **COMMON
+    ),
+    "llama": lambda: transformers.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rope_parameters=LLAMA3,
+        tie_word_embeddings=False,
+        **COMMON,
+    ),
+    "qwen2": lambda: transformers.Qwen2Config(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        **COMMON,
+    ),
+    "gpt_neox": lambda: transformers.GPTNeoXConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        rotary_pct=0.5,
+        use_parallel_residual=True,
+        tie_word_embeddings=False,
+        **COMMON,
+    ),
+}
+FAMILIES = list(CONFIGS)
+
+
+def train_tokenizer(folder: Path, add_bos: bool, pad: bool) -> None:
+    """tokenizer.json (byte-level BPE: <pad>?, <s>, </s> first) + tokenizer_config.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    specials = ["<unused>", "<s>", "</s>", *(["<pad>"] if pad else [])]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB - 8,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:0],
+        show_progress=False,
+    )
+    tok.train_from_iterator(SENTENCES, trainer=trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": add_bos}
+    if pad:
+        config["pad_token"] = "<pad>"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def save_family(family: str, folder: Path) -> Path:
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(CONFIGS[family]()).eval()
+    with torch.no_grad():  # norms and biases away from their init, so mapping them matters
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    train_tokenizer(folder, add_bos=family == "llama", pad=family == "gpt_neox")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """family -> a saved tiny model folder (built once per session)."""
+    root = tmp_path_factory.mktemp("hf")
+    return {family: save_family(family, root / family) for family in FAMILIES}

@@ -1,0 +1,51 @@
+"""lm_lab's imported model computes what transformers computes: logits and greedy tokens."""
+
+import pytest
+import torch
+import transformers
+
+from lm_lab.hf.load import load_language_model
+from lm_lab.tasks.sampling import generate_ids
+
+FAMILIES = ["gpt2", "llama", "qwen2", "gpt_neox"]
+
+torch.set_grad_enabled(False)
+
+
+def both(folder):
+    ours, _ = load_language_model(folder)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    return ours, theirs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_equal_transformers_on_a_right_padded_batch(hf_dirs, family):
+    ours, theirs = both(hf_dirs[family])
+    torch.manual_seed(1)
+    ids = torch.randint(3, 100, (3, 24))
+    lengths = torch.tensor([24, 17, 9])
+    pad_mask = torch.arange(24)[None] >= lengths[:, None]  # (B, T) True at padding
+    ids = ids.masked_fill(pad_mask, ours.tokenizer.pad_id)
+    expected = theirs(input_ids=ids, attention_mask=(~pad_mask).long()).logits
+    got = ours(ids, pad_mask)
+    real = ~pad_mask
+    torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=1e-4)
+    single = ids[:1]  # one sequence, no mask at all
+    torch.testing.assert_close(ours(single), theirs(input_ids=single).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_generation_with_cache_equals_transformers(hf_dirs, family):
+    ours, theirs = both(hf_dirs[family])
+    prompt = ours.tokenizer.bos_ids + ours.tokenizer.encode("the movie was")
+    pad = ours.tokenizer.pad_id
+    got = generate_ids(ours, [prompt], 20, temperature=0, eos_id=ours.tokenizer.eos_id)[0]
+    out = theirs.generate(
+        torch.tensor([prompt]),
+        do_sample=False,
+        max_new_tokens=20,
+        pad_token_id=pad,
+        suppress_tokens=[pad],  # lm_lab never samples the pad id
+    )[0, len(prompt) :]
+    expected = out[: len(got)] if ours.tokenizer.eos_id in got.tolist() else out
+    assert got.tolist() == expected.tolist()
