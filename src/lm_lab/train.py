@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
 from lm_lab.finetune.transfer import pretrained_tokenizer
+from lm_lab.hf.configure import use_pretrained
 from lm_lab.utils.checkpoint import build_module
 from lm_lab.utils.config import apply_extras, instantiate_dict, write_json
 from lm_lab.utils.loggers import finish_wandb, log_config
@@ -20,9 +21,10 @@ from lm_lab.utils.sizing import parameter_counts
 from lm_lab.utils.validate import validate_config
 
 
-def build_datamodule(cfg: DictConfig) -> TextDataModule:
-    """Data first: the tokenizer is fitted here and sizes the model."""
-    tokenizer = pretrained_tokenizer(cfg) or instantiate(cfg.tokenizer)
+def build_datamodule(cfg: DictConfig, hf_init: bool = False) -> TextDataModule:
+    """Data first: the tokenizer is fitted here and sizes the model (a Hugging Face init_from
+    has put its own tokenizer into cfg.tokenizer)."""
+    tokenizer = (None if hf_init else pretrained_tokenizer(cfg)) or instantiate(cfg.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.setup("fit")
     return datamodule
@@ -43,13 +45,15 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; writes <run dir>/metrics.json and returns its content."""
     cfg = resume_config(cfg)  # resume=<run dir>: that run's config and its last.ckpt
+    pretrained = use_pretrained(cfg)  # init_from=<hf dir>: its model config and tokenizer
     validate_config(cfg)
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, hf_init=pretrained is not None)
     module = build_module(cfg, datamodule.tokenizer, datamodule.label_names)
-    module = prepare_finetune(cfg, module)
+    transferred = pretrained.load_into(module.backbone) if pretrained else None
+    module = prepare_finetune(cfg, module, transferred)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg)
     log_config(trainer, module.run_config)

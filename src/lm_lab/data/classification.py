@@ -63,8 +63,9 @@ class ClassificationDataset(Dataset):
         unlabelled = len(split.texts) - len(pairs)
         budget_cut = max(0, len(pairs) - max_examples) if max_examples else 0
         pairs = pairs[: len(pairs) - budget_cut]
-        encoded = tokenizer.encode_batch([text for text, _ in pairs])
-        kept = [(ids, label) for ids, (_, label) in zip(encoded, pairs, strict=True) if ids]
+        encoded = [tokenizer.bos_ids + ids for ids in tokenizer.encode_batch([t for t, _ in pairs])]
+        bos = len(tokenizer.bos_ids)
+        kept = [(ids, lab) for ids, (_, lab) in zip(encoded, pairs, strict=True) if len(ids) > bos]
         dataset = cls(
             [torch.tensor(ids[:max_length], dtype=torch.long) for ids, _ in kept],
             [label for _, label in kept],

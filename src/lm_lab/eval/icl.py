@@ -104,7 +104,10 @@ def build_prompt(
     budget: int,
 ) -> tuple[list[int], int]:
     """Prompt ids and the number of demos dropped (oldest first) to fit `budget` tokens; a
-    query that alone exceeds the budget keeps its last tokens."""
+    query that alone exceeds the budget keeps its last tokens. A pretrained model's BOS (if it
+    wants one) leads."""
+    bos = tokenizer.bos_ids
+    budget -= len(bos)
     sep = tokenizer.encode(template.separator)
     head = [tokenizer.encode(template.instruction)] if template.instruction else []
     shown = [tokenizer.encode(template.render(text, label)) for text, label in demos]
@@ -114,7 +117,7 @@ def build_prompt(
         pieces = head + shown[dropped:] + [query]
         ids = [t for piece in pieces for t in (*piece, *sep)][: -len(sep) or None]
         if len(ids) <= budget or dropped == len(shown):
-            return ids[-budget:], dropped
+            return bos + ids[-budget:], dropped
         dropped += 1
 
 

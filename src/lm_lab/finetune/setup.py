@@ -25,9 +25,14 @@ ADAPTER_FILE = "adapter.pt"
 log = logging.getLogger(__name__)
 
 
-def prepare_finetune(cfg: DictConfig, module: nn.Module) -> nn.Module:
-    """init_from weights, then the strategy; prints and keeps (`module.param_report`) the table."""
-    transferred = load_backbone(module, cfg.init_from, cfg.model) if cfg.get("init_from") else set()
+def prepare_finetune(
+    cfg: DictConfig, module: nn.Module, transferred: set[str] | None = None
+) -> nn.Module:
+    """init_from weights (unless the caller loaded them already: `transferred`, the keys it
+    loaded), then the strategy; prints and keeps (`module.param_report`) the table."""
+    if transferred is None:
+        init_from = cfg.get("init_from")
+        transferred = load_backbone(module, init_from, cfg.model) if init_from else set()
     strategy = apply_finetune(cfg, module)
     module.transferred_keys = transferred
     module.param_report = trainable_report(module)

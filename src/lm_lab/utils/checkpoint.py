@@ -40,7 +40,14 @@ def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None)
 
 def load_module(path: str | Path, base_ckpt: str | None = None) -> tuple[TaskModule, DictConfig]:
     """Rebuilds the trained module from the checkpoint alone (no run dir, no data needed), or
-    from an adapter-only artefact plus its base LM checkpoint (`base_ckpt`)."""
+    from an adapter-only artefact plus its base LM checkpoint (`base_ckpt`); a Hugging Face
+    folder (or Hub id) gives a language model with its weights."""
+    from lm_lab.hf.folder import is_hf_source  # lazy: hf builds on this module's layers
+
+    if is_hf_source(path):
+        from lm_lab.hf.load import load_language_model
+
+        return load_language_model(path)
     ckpt = read_checkpoint(path)
     state = ckpt["lm_lab"]
     cfg = OmegaConf.create(state["config"])

@@ -1,0 +1,137 @@
+"""A Hugging Face folder wherever an lm_lab checkpoint goes: train.py init_from= with every
+strategy, generate.py and eval.py ckpt_path=; bad folders and overrides fail in one line."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm_lab.train import run as train
+from lm_lab.utils.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "data.batch_size=8",
+    "data.max_length=48",
+    "data.block_size=32",
+    "data.train_windows_per_epoch=32",
+    "data.eval_windows=8",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "extras.print_config=false",
+    "callbacks.progress_bar=null",
+]
+STRATEGIES = ["full", "head", "partial", "lora", "adapter", "bitfit", "prompt", "ia3"]
+
+
+@pytest.fixture
+def hf_compose(compose):
+    def _compose(*overrides):
+        return compose(*TINY, *overrides, tiny=False)
+
+    return _compose
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_trains_three_steps_from_a_pretrained_folder(
+    hf_compose, hf_dirs, strategy
+):
+    folder = hf_dirs["llama" if strategy in ("lora", "ia3", "prompt") else "gpt_neox"]
+    cfg = hf_compose("task=classify", f"init_from={folder}", f"finetune={strategy}")
+    result = train(cfg)
+    assert cfg.model.norm == ("rmsnorm" if "llama" in str(folder) else "layernorm")
+    assert result["params"]["all"]["trainable"] > 0
+    assert "test/acc" in result["metrics"]
+
+
+def test_continued_pretraining_keeps_the_untied_head(hf_compose, hf_dirs):
+    cfg = hf_compose("task=generate", f"init_from={hf_dirs['gpt_neox']}", "model.dropout=0.1")
+    result = train(cfg)
+    assert cfg.model.dropout == 0.1 and not cfg.model.tie_embeddings
+    assert result["metrics"]["test/loss"] < 10
+
+
+@pytest.mark.parametrize("override", ["model=bilstm", "model.d_model=32", "+model.foo=1"])
+def test_model_overrides_that_contradict_the_folder_fail(hf_compose, hf_dirs, override):
+    cfg = hf_compose(f"init_from={hf_dirs['gpt2']}", override)
+    with pytest.raises(ConfigError, match=f"drop {re.escape(override)}"):
+        train(cfg)
+
+
+def test_bad_folders_fail_in_one_line(hf_compose, hf_dirs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        train(hf_compose(f"init_from={empty}"))
+    for name, edit, says in [
+        ("unsupported", lambda d: _edit_config(d, model_type="bert"), "model_type='bert'"),
+        ("no_weights", lambda d: (d / "model.safetensors").unlink(), "only safetensors"),
+        ("small_vocab", lambda d: _edit_config(d, vocab_size=50), "tokenizer has"),
+    ]:
+        folder = _copy(hf_dirs["gpt2"], tmp_path / name)
+        edit(folder)
+        with pytest.raises(ConfigError, match=says):
+            train(hf_compose(f"init_from={folder}"))
+
+
+def test_a_missing_shard_fails_in_one_line(hf_compose, hf_dirs, tmp_path):
+    folder = _copy(hf_dirs["gpt2"], tmp_path / "sharded")
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    index = {"weight_map": {"transformer.wte.weight": "model-00002-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match="model-00002-of-00002.safetensors"):
+        train(hf_compose(f"init_from={folder}"))
+
+
+def test_train_generate_and_eval_from_the_shell(hf_dirs, tmp_path):
+    folder = hf_dirs["qwen2"]
+    logs = f"paths.log_dir={tmp_path}"
+    trained = cli("train.py", "task=classify", f"init_from={folder}", "finetune=lora", logs, *TINY)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the movie was\n")
+    # prompt_file=, and hydra.run.dir= for generate.py: prompt= and its run dir are being fixed
+    run_dir = f"hydra.run.dir={tmp_path / 'sample'}"
+    sampled = cli(
+        "generate.py", f"ckpt_path={folder}", f"prompt_file={prompts}", "max_new_tokens=5", run_dir
+    )
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert "the movie was" in sampled.stdout
+    icl = [
+        "mode=icl",
+        "data=sst2",
+        "icl.shots=[0,1]",
+        "icl.seeds=1",
+        "icl.max_queries=4",
+        "trainer.accelerator=cpu",
+    ]
+    evaluated = cli("eval.py", f"ckpt_path={folder}", *icl, logs)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+
+
+def cli(script, *overrides):
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(src, dst))
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    path = folder / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
