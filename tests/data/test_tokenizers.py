@@ -88,3 +88,19 @@ def test_unfitted_tokenizers_say_so():
 def test_load_of_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load(tmp_path / "nope.json")
+
+
+def test_a_saved_bpe_tokenizer_json_is_a_hugging_face_file(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+
+    tok = fitted("bpe")
+    tok.save(tmp_path / "tokenizer.json")
+    theirs = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert theirs.encode(SAMPLES[0], add_special_tokens=False).ids == tok.encode(SAMPLES[0])
+    assert '"kind": "bpe"' in (tmp_path / "lm_lab_tokenizer.json").read_text()
+
+
+def test_a_run_dir_written_before_the_split_still_loads(tmp_path):
+    tok = fitted("bpe")
+    (tmp_path / "tokenizer.json").write_text(tok.to_json())  # the old single-file wrapper
+    assert load(tmp_path / "tokenizer.json").encode(SAMPLES[1]) == tok.encode(SAMPLES[1])

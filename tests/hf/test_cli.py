@@ -112,7 +112,7 @@ def test_train_generate_and_eval_from_the_shell(hf_dirs, tmp_path):
         "icl.max_queries=4",
         "trainer.accelerator=cpu",
     ]
-    evaluated = cli("eval.py", f"ckpt_path={folder}", *icl, logs)
+    evaluated = cli("eval.py", f"ckpt_path={folder}", *icl, f"hydra.run.dir={tmp_path / 'icl'}")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
 
 

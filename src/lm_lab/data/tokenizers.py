@@ -1,8 +1,13 @@
 """Tokenizers: characters, UTF-8 bytes and byte-level BPE behind one small API.
 
 Every tokenizer serialises to JSON (`to_json`, with a "kind" field) so a checkpoint carries its
-own tokenizer and `from_json` rebuilds it without the training data. Id 0 is padding in all
-three, and `decode` drops it.
+own tokenizer and `from_json` rebuilds it without the training data. Id 0 is padding in lm_lab's
+own ones, and `decode` drops it.
+
+In a run dir, `save` writes `tokenizer.json`: for BPE and pretrained tokenizers the Hugging Face
+file itself (`tokenizers.Tokenizer.from_file` loads it), with lm_lab's settings beside it in
+`lm_lab_tokenizer.json`; char, byte and ids tokenizers keep their own `to_json` format there.
+`load` reads both layouts, and the older single-file wrapper of BPE.
 """
 
 import json
@@ -13,6 +18,9 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lm_lab.utils.errors import ConfigError
+
+
+SETTINGS_FILE = "lm_lab_tokenizer.json"  # lm_lab's settings beside a Hugging Face tokenizer.json
 
 
 class Tokenizer:
@@ -52,9 +60,17 @@ class Tokenizer:
         return json.dumps({"kind": self.kind, **self.state()}, ensure_ascii=False)
 
     def save(self, path: str | Path) -> None:
+        """`path` (tokenizer.json) in the format described in the module docstring."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json(), encoding="utf-8")
+        state = {"kind": self.kind, **self.state()}
+        hf = state.pop("tokenizer", None)
+        if hf is None:
+            path.write_text(self.to_json(), encoding="utf-8")
+            return
+        path.write_text(hf, encoding="utf-8")
+        settings = json.dumps(state, ensure_ascii=False, indent=1)
+        (path.parent / SETTINGS_FILE).write_text(settings, encoding="utf-8")
 
     def __repr__(self) -> str:
         size = self.vocab_size if self.is_fitted else "unfitted"
@@ -330,7 +346,11 @@ def from_json(s: str) -> Tokenizer:
 
 
 def load(path: str | Path) -> Tokenizer:
+    """A run dir's tokenizer.json (with its lm_lab_tokenizer.json when there is one)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"tokenizer file {path} not found; pass the tokenizer.json of a run")
-    return from_json(path.read_text(encoding="utf-8"))
+    text, settings = path.read_text(encoding="utf-8"), path.parent / SETTINGS_FILE
+    if "kind" in json.loads(text) or not settings.is_file():
+        return from_json(text)  # lm_lab's own format, or a run dir written before the split
+    return from_json(json.dumps(json.loads(settings.read_text(encoding="utf-8")) | {"tokenizer": text}))
