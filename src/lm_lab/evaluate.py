@@ -24,7 +24,9 @@ def data_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
     text-trained LM's `source.train: train.txt` would outlive the switch to CSV files."""
     if cfg.get("data") is None:
         if "_target_" not in saved.data:  # a Hugging Face folder knows no data of its own
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: pass data=<a data config>, e.g. data=sst2")
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path}: pass data=<a data config>, e.g. data=sst2"
+            )
         return saved.data
     merged = OmegaConf.merge(saved, {"paths": cfg.paths, "seed": cfg.seed})
     with open_dict(merged):

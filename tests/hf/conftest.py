@@ -92,7 +92,7 @@ def save_family(family: str, folder: Path) -> Path:
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(CONFIGS[family]()).eval()
     with torch.no_grad():  # norms and biases away from their init, so mapping them matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(folder)

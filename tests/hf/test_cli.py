@@ -28,6 +28,7 @@ TINY = [
     "extras.print_config=false",
     "callbacks.progress_bar=null",
 ]
+SENTENCES = ["the movie was great", "a boring film", "I loved it", "the plot made no sense"]
 STRATEGIES = ["full", "head", "partial", "lora", "adapter", "bitfit", "prompt", "ia3"]
 
 
@@ -40,9 +41,7 @@ def hf_compose(compose):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_every_strategy_trains_three_steps_from_a_pretrained_folder(
-    hf_compose, hf_dirs, strategy
-):
+def test_every_strategy_trains_three_steps_from_a_pretrained_folder(hf_compose, hf_dirs, strategy):
     folder = hf_dirs["llama" if strategy in ("lora", "ia3", "prompt") else "gpt_neox"]
     cfg = hf_compose("task=classify", f"init_from={folder}", f"finetune={strategy}")
     result = train(cfg)
@@ -104,9 +103,17 @@ def test_train_generate_and_eval_from_the_shell(hf_dirs, tmp_path):
     )
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert "the movie was" in sampled.stdout
+    reviews = tmp_path / "reviews"  # sst2-like labelled CSVs, so the sst2 template applies
+    reviews.mkdir()
+    rows = "text,label\n" + "".join(
+        f"{s},{'positive' if i % 2 else 'negative'}\n" for i, s in enumerate(SENTENCES)
+    )
+    for split in ("train", "validation", "test"):
+        (reviews / f"{split}.csv").write_text(rows)
     icl = [
         "mode=icl",
         "data=sst2",
+        f"data.root={reviews}",
         "icl.shots=[0,1]",
         "icl.seeds=1",
         "icl.max_queries=4",

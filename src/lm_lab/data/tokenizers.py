@@ -19,7 +19,6 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lm_lab.utils.errors import ConfigError
 
-
 SETTINGS_FILE = "lm_lab_tokenizer.json"  # lm_lab's settings beside a Hugging Face tokenizer.json
 
 
@@ -353,4 +352,6 @@ def load(path: str | Path) -> Tokenizer:
     text, settings = path.read_text(encoding="utf-8"), path.parent / SETTINGS_FILE
     if "kind" in json.loads(text) or not settings.is_file():
         return from_json(text)  # lm_lab's own format, or a run dir written before the split
-    return from_json(json.dumps(json.loads(settings.read_text(encoding="utf-8")) | {"tokenizer": text}))
+    return from_json(
+        json.dumps(json.loads(settings.read_text(encoding="utf-8")) | {"tokenizer": text})
+    )

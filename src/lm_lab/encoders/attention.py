@@ -73,9 +73,7 @@ class SelfAttention(nn.Module):
                 f"model.d_model={d_model} must be divisible by model.n_heads={n_heads}"
             )
         if n_kv_heads < 1 or n_heads % n_kv_heads:
-            raise ValueError(
-                f"model.n_kv_heads={n_kv_heads} must divide model.n_heads={n_heads}"
-            )
+            raise ValueError(f"model.n_kv_heads={n_kv_heads} must divide model.n_heads={n_heads}")
         if rope is not None and (d_model // n_heads) % 2:
             raise ValueError(
                 f"positions=rope needs an even head size, but model.d_model={d_model} / "
@@ -114,7 +112,11 @@ class SelfAttention(nn.Module):
         B, T, _ = x.shape
         q, k, v = (
             proj(x).view(B, T, heads, -1).transpose(1, 2)  # (B, heads, T, Dh)
-            for proj, heads in ((self.q, self.n_heads), (self.k, self.n_kv_heads), (self.v, self.n_kv_heads))
+            for proj, heads in (
+                (self.q, self.n_heads),
+                (self.k, self.n_kv_heads),
+                (self.v, self.n_kv_heads),
+            )
         )
         if self.rope is not None:
             q, k = self.rope(q, k, offset)
@@ -156,7 +158,9 @@ class MLP(nn.Module):
         self.fc = _linear(d_model, d_ff, bias)
         self.up = _linear(d_model, d_ff, bias) if kind == "swiglu" else None
         self.proj = _linear(d_ff, d_model, bias)
-        self.act = nn.SiLU() if kind == "swiglu" else nn.GELU("tanh" if kind == "gelu_tanh" else "none")
+        self.act = (
+            nn.SiLU() if kind == "swiglu" else nn.GELU("tanh" if kind == "gelu_tanh" else "none")
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:

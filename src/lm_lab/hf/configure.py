@@ -19,7 +19,11 @@ def model_overrides() -> list[str]:
     """The command line's `model=...` and `model.<key>=...` overrides (none outside Hydra)."""
     if not HydraConfig.initialized():
         return []
-    return [o for o in HydraConfig.get().overrides.task if o.split("=")[0].lstrip("+~") == "model" or o.lstrip("+~").startswith("model.")]
+    return [
+        o
+        for o in HydraConfig.get().overrides.task
+        if o.split("=")[0].lstrip("+~") == "model" or o.lstrip("+~").startswith("model.")
+    ]
 
 
 def use_pretrained(cfg: DictConfig) -> Pretrained | None:
@@ -29,7 +33,11 @@ def use_pretrained(cfg: DictConfig) -> Pretrained | None:
         return None
     pretrained = Pretrained(cfg.init_from)
     overrides = model_overrides()
-    bad = [o for o in overrides if o.lstrip("+~").split("=")[0] not in (f"model.{k}" for k in FREE_MODEL_KEYS)]
+    bad = [
+        o
+        for o in overrides
+        if o.lstrip("+~").split("=")[0] not in (f"model.{k}" for k in FREE_MODEL_KEYS)
+    ]
     if bad:
         raise ConfigError(
             f"init_from={cfg.init_from} takes the model from its config.json; drop {bad[0]} "
@@ -43,11 +51,14 @@ def use_pretrained(cfg: DictConfig) -> Pretrained | None:
     with open_dict(cfg):
         cfg.model = OmegaConf.create(model)
         cfg.tokenizer = OmegaConf.create(
-            {"_target_": "lm_lab.data.tokenizers.PretrainedTokenizer", "path": str(pretrained.folder)}
+            {
+                "_target_": "lm_lab.data.tokenizers.PretrainedTokenizer",
+                "path": str(pretrained.folder),
+            }
         )
     log.info(
         f"init_from={cfg.init_from}: model group replaced by its config.json "
-        f"({pretrained.hf['model_type']}: d_model={model['d_model']}, n_layers={model['n_layers']}), "
-        "tokenizer=hf from the same folder"
+        f"({pretrained.hf['model_type']}, d_model={model['d_model']}, "
+        f"n_layers={model['n_layers']}), tokenizer=hf from the same folder"
     )
     return pretrained

@@ -40,7 +40,11 @@ def family_of(model: dict[str, Any]) -> str:
 
     if model.get("_target_") != TARGET:
         raise no(f"model._target_={model.get('_target_')}")
-    norm, mlp, positions = model.get("norm", "layernorm"), model.get("mlp", "gelu"), model["positions"]
+    norm, mlp, positions = (
+        model.get("norm", "layernorm"),
+        model.get("mlp", "gelu"),
+        model["positions"],
+    )
     if model.get("d_ff") == 0:
         raise no("model.d_ff=0 (attention only)")
     if norm == "rmsnorm":
@@ -172,7 +176,10 @@ def write_tokenizer(tokenizer: Any, out: Path) -> None:
     ids["bos"] = tokenizer.bos_ids[0] if tokenizer.bos_ids else state.get("bos_id")
     names = {f"{k}_token": tok.id_to_token(i) for k, i in ids.items() if i is not None}
     config = {k: v for k, v in names.items() if v is not None}
-    config |= {"add_bos_token": bool(tokenizer.bos_ids), "tokenizer_class": "PreTrainedTokenizerFast"}
+    config |= {
+        "add_bos_token": bool(tokenizer.bos_ids),
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
 
 
@@ -184,8 +191,10 @@ def export(module: nn.Module, run_config: dict[str, Any], out: str | Path) -> Pa
     strategy = (run_config.get("finetune") or {}).get("_target_", "")
     short = strategy.rsplit(".", 1)[0].rsplit(".", 1)[-1] if strategy else None
     if short not in EXPORTABLE:
-        raise ConfigError(f"export: finetune={short} has no Hugging Face equivalent; "
-                          f"exportable: {', '.join(s for s in EXPORTABLE if s)}")
+        raise ConfigError(
+            f"export: finetune={short} has no Hugging Face equivalent; "
+            f"exportable: {', '.join(s for s in EXPORTABLE if s)}"
+        )
     model = dict(run_config["model"]) | {"d_model": module.backbone.d_model}  # after sizing
     family = family_of(model)
     lora = lora_updates(module.backbone) if short == "lora" else {}
@@ -243,11 +252,16 @@ def write_peft(
 ) -> None:
     """`out/base` (the weights before LoRA) and `out/adapter` (PEFT LoRA) when every LoRA weight
     is one whole projection of the family; else a log line says why no adapter was written."""
-    names = {rule.lm[0]: rule.hf for rule in rules({"model_type": family}, _with_defaults(model))
-             if len(rule.lm) == 1 and rule.hf.endswith(".weight") and family != "gpt2"}
+    names = {
+        rule.lm[0]: rule.hf
+        for rule in rules({"model_type": family}, _with_defaults(model))
+        if len(rule.lm) == 1 and rule.hf.endswith(".weight") and family != "gpt2"
+    }
     unmapped = sorted(k for k in lora if k not in names)
     if unmapped:
-        log.warning(f"export: no PEFT adapter, LoRA on {unmapped[0]} has no single module in {family}")
+        log.warning(
+            f"export: no PEFT adapter, LoRA on {unmapped[0]} has no single module in {family}"
+        )
         return
     tensors = hf_tensors(family, model, base)
     write_folder(out / "base", hf_config(family, model, vocab, tokenizer), tensors, tokenizer)
@@ -257,7 +271,9 @@ def write_peft(
         adapter[f"base_model.model.{module}.lora_A.weight"] = a.contiguous()
         adapter[f"base_model.model.{module}.lora_B.weight"] = b.contiguous()
     (out / "adapter").mkdir(exist_ok=True)
-    save_file(adapter, str(out / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        adapter, str(out / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"}
+    )
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -266,7 +282,9 @@ def write_peft(
         "lora_alpha": finetune.get("alpha", 16.0),
         "lora_dropout": finetune.get("dropout", 0.0),
         "use_rslora": finetune.get("rslora", False),
-        "target_modules": sorted({names[k].removesuffix(".weight").rsplit(".", 1)[-1] for k in lora}),
+        "target_modules": sorted(
+            {names[k].removesuffix(".weight").rsplit(".", 1)[-1] for k in lora}
+        ),
         "bias": "none",
         "fan_in_fan_out": False,
     }

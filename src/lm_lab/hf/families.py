@@ -70,7 +70,11 @@ def _rope(hf: dict[str, Any]) -> dict[str, Any]:
     if kind == "llama3":
         keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
         scaling = {"type": "llama3"} | {k: params[k] for k in keys}
-    return {"rope_theta": float(theta or 10000.0), "rope_scaling": scaling, "rotary_fraction": fraction}
+    return {
+        "rope_theta": float(theta or 10000.0),
+        "rope_scaling": scaling,
+        "rotary_fraction": fraction,
+    }
 
 
 def _reject(hf: dict[str, Any], **bad: Any) -> None:
@@ -78,7 +82,9 @@ def _reject(hf: dict[str, Any], **bad: Any) -> None:
     for key, ok in bad.items():
         value = hf.get(key)
         if value is not None and value != ok:
-            raise ConfigError(f"config.json {key}={value!r} is not supported by lm_lab (needs {ok!r})")
+            raise ConfigError(
+                f"config.json {key}={value!r} is not supported by lm_lab (needs {ok!r})"
+            )
 
 
 def model_config(hf: dict[str, Any]) -> dict[str, Any]:
@@ -165,9 +171,16 @@ def rules(hf: dict[str, Any], model: dict[str, Any]) -> list[Rule]:
             h, lm = f"{p}h.{i}.", _layer(i)
             qkv = tuple(f"{lm}attn.{x}" for x in "qkv")
             for w in ("weight", "bias"):
-                out += [Rule(f"{h}ln_1.{w}", (f"{lm}ln1.{w}",)), Rule(f"{h}ln_2.{w}", (f"{lm}ln2.{w}",))]
+                out += [
+                    Rule(f"{h}ln_1.{w}", (f"{lm}ln1.{w}",)),
+                    Rule(f"{h}ln_2.{w}", (f"{lm}ln2.{w}",)),
+                ]
                 out += [_fused_conv1d(f"{h}attn.c_attn.{w}", tuple(f"{q}.{w}" for q in qkv))]
-            for hf_name, lm_name in (("attn.c_proj", "attn.o"), ("mlp.c_fc", "mlp.fc"), ("mlp.c_proj", "mlp.proj")):
+            for hf_name, lm_name in (
+                ("attn.c_proj", "attn.o"),
+                ("mlp.c_fc", "mlp.fc"),
+                ("mlp.c_proj", "mlp.proj"),
+            ):
                 out += [_transposed(f"{h}{hf_name}.weight", f"{lm}{lm_name}.weight")]
                 out += [Rule(f"{h}{hf_name}.bias", (f"{lm}{lm_name}.bias",))]
         out += [Rule(f"{p}ln_f.{w}", (f"norm.{w}",)) for w in ("weight", "bias")]
@@ -195,7 +208,11 @@ def rules(hf: dict[str, Any], model: dict[str, Any]) -> list[Rule]:
         h, lm = f"{p}layers.{i}.", _layer(i)
         pairs = [("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2")]
         pairs += [(f"self_attn.{x}_proj", f"attn.{x}") for x in "qkvo"]
-        pairs += [("mlp.gate_proj", "mlp.fc"), ("mlp.up_proj", "mlp.up"), ("mlp.down_proj", "mlp.proj")]
+        pairs += [
+            ("mlp.gate_proj", "mlp.fc"),
+            ("mlp.up_proj", "mlp.up"),
+            ("mlp.down_proj", "mlp.proj"),
+        ]
         out += [Rule(f"{h}{a}.weight", (f"{lm}{b}.weight",)) for a, b in pairs]
         if model["qkv_bias"]:
             out += [Rule(f"{h}self_attn.{x}_proj.bias", (f"{lm}attn.{x}.bias",)) for x in "qkv"]

@@ -23,7 +23,11 @@ def is_hf_source(source: Any) -> bool:
     path = Path(str(source))
     if path.is_dir():
         return True
-    return not path.exists() and bool(HUB_ID.match(str(source))) and path.suffix not in (".ckpt", ".pt")
+    return (
+        not path.exists()
+        and bool(HUB_ID.match(str(source)))
+        and path.suffix not in (".ckpt", ".pt")
+    )
 
 
 def resolve(source: str | Path, key: str = "init_from") -> Path:
@@ -42,9 +46,7 @@ def _from_hub(repo_id: str, key: str) -> Path:
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     try:
-        return Path(
-            snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=offline)
-        )
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=offline))
     except Exception as err:  # not cached, offline, unknown id: all mean the same to the user
         try:  # a cached snapshot beats a failed download
             return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
