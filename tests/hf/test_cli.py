@@ -142,3 +142,33 @@ def _copy(src: Path, dst: Path) -> Path:
 def _edit_config(folder: Path, **changes) -> None:
     path = folder / "config.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def test_length_mode_on_a_pretrained_folder(compose, hf_dirs, tmp_path):
+    from lm_lab.evaluate import run as evaluate
+
+    texts = tmp_path / "reviews"
+    texts.mkdir()
+    rows = "text,label\n" + "".join(f"{s} {s},positive\n" for s in SENTENCES * 10)
+    for split in ("train", "validation", "test"):
+        (texts / f"{split}.csv").write_text(rows)
+    cfg = compose(
+        f"ckpt_path={hf_dirs['gpt2']}",
+        "mode=length",
+        "data=csv",
+        f"data.root={texts}",
+        "eval_lengths=[16,200]",
+        "length.max_windows=2",
+        "length.induction_sequences=2",
+        config_name="eval",
+    )
+    rows = evaluate(cfg)["rows"]
+    assert rows[0]["ppl"] > 1
+    assert rows[1]["ppl"] is None  # GPT-2's learned positions stop at n_positions=128
+
+
+def test_a_hub_id_not_in_the_cache_fails_in_one_line(hf_compose, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    with pytest.raises(ConfigError, match="not found on the Hugging Face Hub or in its cache"):
+        train(hf_compose("init_from=no-such-org/no-such-model"))
