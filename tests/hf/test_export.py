@@ -13,7 +13,13 @@ from lm_lab.hf.load import load_language_model
 from lm_lab.utils.checkpoint import build_module
 from lm_lab.utils.errors import ConfigError
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():
+        yield
+
+
 FAMILIES = ["gpt2", "llama", "qwen2", "gpt_neox"]
 IDS = torch.tensor([[5, 17, 33, 9, 60, 61, 7, 12, 40, 3, 77, 21]])
 
@@ -45,9 +51,8 @@ def test_a_model_trained_from_scratch_exports_as_the_family_its_options_match(
     tokenizer = BPETokenizer(vocab_size=300).fit(["the quick brown fox jumps over the dog"] * 5)
     torch.manual_seed(0)
     module = build_module(cfg, tokenizer, None).eval()
-    with torch.no_grad():  # norms and biases away from their init
-        for p in module.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    for p in module.parameters():  # norms and biases away from their init
+        p.add_(0.05 * torch.randn_like(p))
     from omegaconf import OmegaConf
 
     export(module, OmegaConf.to_container(cfg, resolve=True), tmp_path / "out")

@@ -9,7 +9,11 @@ from lm_lab.tasks.sampling import generate_ids
 
 FAMILIES = ["gpt2", "llama", "qwen2", "gpt_neox"]
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():
+        yield
 
 
 def both(folder):
