@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lm_lab.train import run as train
+from lm_lab.utils.checkpoint import load_module
 from lm_lab.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +50,12 @@ def test_every_strategy_trains_three_steps_from_a_pretrained_folder(hf_compose, 
     assert cfg.model.norm == ("rmsnorm" if "llama" in str(folder) else "layernorm")
     assert result["params"]["all"]["trainable"] > 0
     assert "test/acc" in result["metrics"]
+    adapter = Path(cfg.paths.output_dir) / "checkpoints" / "adapter.pt"
+    if strategy == "lora":  # the small artefact rebuilds on the folder's weights
+        ids = torch.tensor([[5, 9, 14, 20, 31]])
+        small, _ = load_module(adapter)
+        full, _ = load_module(adapter.with_name("best.ckpt"))
+        torch.testing.assert_close(small(ids), full(ids))
 
 
 def test_continued_pretraining_keeps_the_untied_head(hf_compose, hf_dirs):

@@ -76,14 +76,21 @@ def save_adapter(module: nn.Module, run_dir: str | Path) -> Path | None:
 
 
 def restore_adapter(
-    module: nn.Module, cfg: DictConfig, ckpt: dict[str, Any], base_ckpt: str | None
+    module: nn.Module,
+    cfg: DictConfig,
+    ckpt: dict[str, Any],
+    base_ckpt: str | None,
+    transferred: set[str] | None = None,
 ) -> None:
-    """Base backbone from `base_ckpt` (default: the run's init_from), the strategy, then the
-    artefact's state; every key must be accounted for by one of the two."""
+    """Base backbone from `base_ckpt` (default: the run's init_from; or already loaded by the
+    caller, `transferred` naming its keys), the strategy, then the artefact's state; every key
+    must be accounted for by one of the two."""
     base = base_ckpt or cfg.get("init_from")
     if not base:
         raise ConfigError("ckpt_path is an adapter-only artefact: pass base_ckpt=<the LM ckpt>")
-    transferred = load_backbone(module, base, cfg.model, "base_ckpt" if base_ckpt else "init_from")
+    if transferred is None:
+        key = "base_ckpt" if base_ckpt else "init_from"
+        transferred = load_backbone(module, base, cfg.model, key)
     if transferred != set(ckpt["lm_lab"]["base_keys"]):
         raise ConfigError(f"base_ckpt={base}: its backbone keys differ from those trained on")
     apply_finetune(cfg, module)

@@ -55,7 +55,14 @@ def load_module(path: str | Path, base_ckpt: str | None = None) -> tuple[TaskMod
     if state.get("adapter_only"):
         from lm_lab.finetune.setup import restore_adapter  # lazy: finetune reads checkpoints too
 
-        restore_adapter(module, cfg, ckpt, base_ckpt)
+        base = base_ckpt or cfg.get("init_from")
+        transferred = None
+        if is_hf_source(base):  # fine-tuned from a Hugging Face folder
+            from lm_lab.hf.load import Pretrained
+
+            key = "base_ckpt" if base_ckpt else "init_from"
+            transferred = Pretrained(base, key).load_into(module.backbone)
+        restore_adapter(module, cfg, ckpt, base_ckpt, transferred)
     else:
         apply_finetune(cfg, module)  # LoRA keys, adapters, prompts must exist before loading
         module.load_state_dict(ckpt["state_dict"])
