@@ -6,8 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from lm_lab.build import load_module
 from lm_lab.hf.export import export
-from lm_lab.utils.checkpoint import load_module
 from lm_lab.utils.errors import ConfigError
 
 

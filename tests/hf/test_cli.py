@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lm_lab.build import load_module
 from lm_lab.train import run as train
-from lm_lab.utils.checkpoint import load_module
 from lm_lab.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from lm_lab.build import build_module
 from lm_lab.data.tokenizers import IdTokenizer
 from lm_lab.train import run as train
-from lm_lab.utils.checkpoint import build_module
 
 
 @pytest.mark.parametrize("sparse", [False, True])

@@ -8,9 +8,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict, read_write
 
+from lm_lab.cli.entry import guarded
 from lm_lab.report.__main__ import build_report
-from lm_lab.utils.entry import FAILED_FILE, guarded
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.io import FAILED_FILE
 
 SHORT = (
     "trainer.limit_train_batches=2",

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
+from lm_lab.build import load_module
 from lm_lab.encoders.backbone import Backbone
+from lm_lab.sizing import SIZES, TOLERANCE, sized_encoder_config
 from lm_lab.train import run as train
-from lm_lab.utils.checkpoint import load_module
 from lm_lab.utils.errors import ConfigError
-from lm_lab.utils.sizing import SIZES, TOLERANCE, sized_encoder_config
 
 ENCODERS = ["transformer", "bilstm", "hybrid"]
 VOCAB = 2000  # the bpe tokenizer's default size

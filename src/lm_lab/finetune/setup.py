@@ -9,13 +9,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from lm_lab.checkpoint import CheckpointMeta
 from lm_lab.finetune.base import adapter_state, apply_finetune, base_name, trainable_report
 from lm_lab.finetune.transfer import load_backbone
 from lm_lab.utils.errors import ConfigError
@@ -64,13 +64,8 @@ def save_adapter(module: nn.Module, run_dir: str | Path) -> Path | None:
         return None
     path = Path(run_dir) / "checkpoints" / ADAPTER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"adapter_only": True, "base_keys": sorted(transferred)}
-    lm_lab = {
-        "config": module.run_config,
-        "tokenizer": module.tokenizer.to_json(),
-        "label_names": module.label_names,
-    }
-    torch.save({"state_dict": state, "lm_lab": lm_lab | extra}, path)
+    meta = CheckpointMeta.of(module, adapter_only=True, base_keys=sorted(transferred))
+    meta.save(path, state)
     log.info(f"adapter-only artefact: {path} ({len(state)} of {len(module.state_dict())})")
     return path
 
@@ -79,6 +74,7 @@ def restore_adapter(
     module: nn.Module,
     cfg: DictConfig,
     ckpt: dict[str, Any],
+    base_keys: list[str],
     base_ckpt: str | None,
     transferred: set[str] | None = None,
 ) -> None:
@@ -91,7 +87,7 @@ def restore_adapter(
     if transferred is None:
         key = "base_ckpt" if base_ckpt else "init_from"
         transferred = load_backbone(module, base, cfg.model, key)
-    if transferred != set(ckpt["lm_lab"]["base_keys"]):
+    if transferred != set(base_keys):
         raise ConfigError(f"base_ckpt={base}: its backbone keys differ from those trained on")
     apply_finetune(cfg, module)
     result = module.load_state_dict(ckpt["state_dict"], strict=False)

@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from lm_lab.checkpoint import KEY, CheckpointMeta
 from lm_lab.encoders.backbone import Backbone
 
 
@@ -86,11 +87,7 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Everything eval.py and generate.py need travels inside the checkpoint."""
-        checkpoint["lm_lab"] = {
-            "config": self.run_config,
-            "tokenizer": self.tokenizer.to_json(),
-            "label_names": self.label_names,
-        }
+        checkpoint[KEY] = CheckpointMeta.of(self).to_dict()
 
 
 def _fused_supported() -> bool:

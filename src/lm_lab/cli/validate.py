@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lm_lab.utils.checkpoint import read_checkpoint
+from lm_lab.checkpoint import read_checkpoint
 from lm_lab.utils.errors import ConfigError
 
 _ABSENT = object()

@@ -1,9 +1,7 @@
 """Helpers around composed configs: printing, building lists of objects, and run-dir files."""
 
-import json
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 import rich.syntax
@@ -47,12 +45,3 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
     if not cfg:
         return []
     return [instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
-
-
-@rank_zero_only
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically so a killed run never leaves half a metrics file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)

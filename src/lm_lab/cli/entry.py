@@ -25,11 +25,9 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf.errors import OmegaConfBaseException
 
-from lm_lab.utils.config import write_json
+from lm_lab.cli.loggers import finish_wandb
 from lm_lab.utils.errors import ConfigError
-from lm_lab.utils.loggers import finish_wandb
-
-FAILED_FILE = "failed.json"  # in a failed multirun job's dir; the report lists the job as failed
+from lm_lab.utils.io import FAILED_FILE, write_json
 
 EXIT_BAD_INPUT = 2
 _USER_FULL_ERROR = "LM_LAB_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept while cli() sets it

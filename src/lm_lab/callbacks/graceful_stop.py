@@ -26,7 +26,7 @@ def resume_command(run_dir: str | Path) -> str:
 
 class GracefulStop(L.Callback):
     """Checkpoints and exits on SIGINT/SIGTERM (what the checkpoint must hold to resume exactly
-    is `lm_lab.utils.resume.ExactResume`'s job)."""
+    is `lm_lab.callbacks.exact_resume.ExactResume`'s job)."""
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = Path(run_dir)
