@@ -59,3 +59,24 @@ def test_mistral_loads_only_without_a_shorter_sliding_window():
 def test_unsupported_options_are_named(change, says):
     with pytest.raises(ConfigError, match=says):
         model_config(LLAMA | change)
+
+
+def test_bos_comes_from_the_tokenizer_config_or_else_its_post_processor(tmp_path):
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    from lm_lab.data.tokenizers import PretrainedTokenizer
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator(["a b c"] * 5, trainers.BpeTrainer(special_tokens=["<s>", "</s>"]))
+    config = {"bos_token": "<s>", "eos_token": "</s>"}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    assert PretrainedTokenizer(tmp_path).bos_ids == []
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    assert PretrainedTokenizer(tmp_path).bos_ids == [0]  # Llama 3: only the post-processor says
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config | {"add_bos_token": False}))
+    assert PretrainedTokenizer(tmp_path).bos_ids == []

@@ -321,8 +321,19 @@ def _pretrained_state(folder: Path) -> dict[str, Any]:
         "pad_id": pad,
         "eos_id": eos,
         "bos_id": token_id("bos"),
-        "add_bos": bool(cfg.get("add_bos_token")) and token_id("bos") is not None,
+        "add_bos": _adds_bos(tok, cfg.get("add_bos_token"), token_id("bos")),
     }
+
+
+def _adds_bos(tok: HFTokenizer, flag: bool | None, bos: int | None) -> bool:
+    """tokenizer_config's `add_bos_token` when it says; else whether the tokenizer's own
+    post-processor puts BOS first (Llama 3 declares it only there)."""
+    if bos is None:
+        return False
+    if flag is not None:
+        return bool(flag)
+    ids = tok.encode("a", add_special_tokens=True).ids
+    return bool(ids) and ids[0] == bos
 
 
 def from_json(s: str) -> Tokenizer:
