@@ -5,6 +5,7 @@ Sits above tasks/, finetune/ and sizing, which it ties together; nothing below i
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,12 +29,15 @@ def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None)
     return instantiate(cfg.task, backbone=backbone, tokenizer=tokenizer, label_names=label_names)
 
 
-def load_module(path: str | Path, base_ckpt: str | None = None) -> tuple[TaskModule, DictConfig]:
+def load_module(
+    path: str | Path, base_ckpt: str | None = None, dtype: torch.dtype | None = None
+) -> tuple[TaskModule, DictConfig]:
     """Rebuilds the trained module from the checkpoint alone (no run dir, no data needed), or
     from an adapter-only artefact plus its base LM checkpoint (`base_ckpt`); a Hugging Face
-    folder (or Hub id) gives a language model with its weights."""
+    folder (or Hub id) gives a language model with its weights, loaded straight into `dtype`
+    (checkpoints are converted after loading)."""
     if is_hf_source(path):
-        return load_language_model(path)
+        return load_language_model(path, dtype=dtype)
     ckpt = read_checkpoint(path)
     meta = CheckpointMeta.from_checkpoint(ckpt)
     cfg = OmegaConf.create(meta.config)
@@ -49,4 +53,4 @@ def load_module(path: str | Path, base_ckpt: str | None = None) -> tuple[TaskMod
         apply_finetune(cfg, module)  # LoRA keys, adapters, prompts must exist before loading
         module.load_state_dict(ckpt["state_dict"])
     module.run_config = meta.config
-    return module.eval(), cfg
+    return module.eval().to(dtype), cfg

@@ -39,6 +39,17 @@ def read_prompts(cfg: DictConfig) -> list[str]:
     return [prompt for prompt in prompts for _ in range(cfg.num_samples)]
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def weight_dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise ConfigError(f"dtype={name}: must be one of {', '.join(DTYPES)} or null")
+    return getattr(torch, name)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -48,7 +59,7 @@ def pick_device(name: str) -> torch.device:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Generates for every prompt; returns and writes {"samples", "tokens_per_s", ...}."""
     apply_extras(cfg)
-    module, _ = load_module(cfg.ckpt_path)
+    module, _ = load_module(cfg.ckpt_path, dtype=weight_dtype(cfg.get("dtype")))
     if not isinstance(module, LanguageModel):
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path}: a {module.task_name} checkpoint cannot generate text; "

@@ -53,3 +53,11 @@ def test_greedy_generation_with_cache_equals_transformers(hf_dirs, family):
     )[0, len(prompt) :]
     expected = out[: len(got)] if ours.tokenizer.eos_id in got.tolist() else out
     assert got.tolist() == expected.tolist()
+
+
+def test_bfloat16_loads_straight_into_bfloat16_parameters(hf_dirs):
+    ours, _ = load_language_model(hf_dirs["llama"], dtype=torch.bfloat16)
+    reference, _ = load_language_model(hf_dirs["llama"])
+    assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
+    ids = torch.tensor([[1, 5, 17, 33, 9, 60, 61, 7]])
+    torch.testing.assert_close(ours(ids).float(), reference(ids), atol=0.1, rtol=0.05)

@@ -105,8 +105,11 @@ def task_config(name: str) -> DictConfig:
     return OmegaConf.load(root / "conf" / "task" / f"{name}.yaml")
 
 
-def load_language_model(source: str | Path, key: str = "ckpt_path") -> tuple[Any, DictConfig]:
-    """A LanguageModel (eval mode) holding the folder's weights, and its run config."""
+def load_language_model(
+    source: str | Path, key: str = "ckpt_path", dtype: torch.dtype | None = None
+) -> tuple[Any, DictConfig]:
+    """A LanguageModel (eval mode) holding the folder's weights, and its run config; `dtype`
+    (e.g. torch.bfloat16) allocates the parameters in that type, so no fp32 copy ever exists."""
     from hydra.utils import instantiate
 
     from lm_lab.encoders.backbone import Backbone
@@ -117,6 +120,8 @@ def load_language_model(source: str | Path, key: str = "ckpt_path") -> tuple[Any
     with torch.device("meta"):
         encoder = instantiate(cfg.model)
         backbone = Backbone(encoder, tokenizer.vocab_size, tokenizer.pad_id)
+        if dtype is not None:
+            backbone.to(dtype)
     pretrained.load_into(backbone)
     module = instantiate(cfg.task, backbone=backbone, tokenizer=tokenizer, label_names=None)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
