@@ -22,8 +22,11 @@ def cosine_with_warmup(
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices and embeddings only (as nanoGPT), never on biases or norm gains.
-    Frozen parameters are left out, so fine-tuning strategies need no optimizer of their own."""
+    """Weight decay on matrices and embeddings (every tensor of 2+ dims), never on biases or norm
+    gains. The token embedding is decayed on purpose, as nanoGPT and GPT-2 do: a LM's head is
+    tied to it, so it is the output matrix too, and rare tokens' rows would otherwise keep their
+    early, large updates. Frozen parameters are left out, so fine-tuning strategies need no
+    optimizer of their own."""
     params = [p for p in module.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
