@@ -15,7 +15,7 @@ def test_accuracy_counts_only_scored_targets(sparse, compose):
     token_2 = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
     module.head = lambda h: token_2.expand(*h.shape[:-1], 5)  # predicts token 2 everywhere
     targets = torch.tensor([[2, 3, -100, 2]])  # 2 of the 3 scored targets are hit
-    module._update("val", {"input_ids": torch.ones(1, 4, dtype=torch.long), "targets": targets})
+    module.validation_step({"input_ids": torch.ones(1, 4, dtype=torch.long), "targets": targets}, 0)
     assert module.val_acc.compute().item() == pytest.approx(2 / 3)
 
 
