@@ -9,6 +9,7 @@ from lm_lab.build import build_module
 from lm_lab.data.tokenizers import ByteTokenizer
 from lm_lab.finetune.base import is_added
 from lm_lab.tasks.sampling import generate_ids
+from lm_lab.utils.errors import ConfigError
 
 STRATEGIES = ["full", "head", "partial", "lora", "adapter", "bitfit", "prompt", "ia3"]
 ENCODERS = {
@@ -25,8 +26,14 @@ def tuned_lm(compose):
     """A tiny LM with `strategy` applied and every added parameter moved off its no-op init
     (a zero adapter or LoRA B would hide a path that skips it)."""
 
-    def _build(encoder: str, strategy: str):
-        cfg = compose("task=generate", "tokenizer=byte", *ENCODERS[encoder], f"finetune={strategy}")
+    def _build(encoder: str, strategy: str, *overrides: str):
+        cfg = compose(
+            "task=generate",
+            "tokenizer=byte",
+            *ENCODERS[encoder],
+            f"finetune={strategy}",
+            *overrides,
+        )
         torch.manual_seed(0)
         module = build_module(cfg, ByteTokenizer(), None)
         instantiate(cfg.finetune).apply(module)
@@ -90,3 +97,12 @@ def test_greedy_generation_follows_the_full_forward(encoder, strategy, tuned_lm)
     for use_cache in (True, False):
         new = generate_ids(module, prompt.tolist(), 6, temperature=0, use_cache=use_cache)
         assert new[0].tolist() == expected, use_cache
+
+
+def test_soft_prompt_counts_against_learned_positions(tuned_lm):
+    """max_len 16 with an 8-vector prompt leaves 8 positions: a 5-token prompt may get 4 new
+    tokens (5 + 4 - 1 fed back = 8), not 5; refused up front, in one line."""
+    module = tuned_lm("transformer-learned", "prompt", "model.max_len=16", "finetune.length=8")
+    assert generate_ids(module, ids(1, 5).tolist(), 4, temperature=0).shape == (1, 4)
+    with pytest.raises(ConfigError, match="max_new_tokens=5"):
+        generate_ids(module, ids(1, 5).tolist(), 5, temperature=0)

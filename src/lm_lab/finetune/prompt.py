@@ -79,3 +79,5 @@ class Prompt(Strategy):
         encoder.register_forward_pre_hook(_prepend_prompt, with_kwargs=True)
         encoder.register_forward_hook(_drop_prompt, with_kwargs=True)
         encoder.forward_step = MethodType(_prompted_step, encoder)  # a deepcopy rebinds it
+        if encoder.max_len is not None:  # learned positions: the prompt takes P of them
+            encoder.max_len -= self.length
