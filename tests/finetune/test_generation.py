@@ -1,6 +1,8 @@
 """Generation equals a full forward under every strategy: cached steps, uncached steps and left
 padding give the logits of `module(ids)`, soft prompts and adapters included."""
 
+from copy import deepcopy
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -106,3 +108,18 @@ def test_soft_prompt_counts_against_learned_positions(tuned_lm):
     assert generate_ids(module, ids(1, 5).tolist(), 4, temperature=0).shape == (1, 4)
     with pytest.raises(ConfigError, match="max_new_tokens=5"):
         generate_ids(module, ids(1, 5).tolist(), 5, temperature=0)
+
+
+@pytest.mark.parametrize("strategy", ["prompt", "adapter"])
+def test_a_deep_copy_generates_with_its_own_parameters(strategy, tuned_lm):
+    """The wrapped step methods are bound per instance: a copy (EMA, SWA) must use its own
+    prompt and adapters, not the original's."""
+    module = tuned_lm("transformer", strategy)
+    copy = deepcopy(module)
+    with torch.no_grad():
+        for name, param in copy.named_parameters():
+            if is_added(name):
+                param.mul_(2.0)
+        x = ids(1, 6)
+        torch.testing.assert_close(copy.step(x, None, 0)[0], copy(x), atol=ATOL, rtol=0)
+        assert not torch.allclose(copy(x), module(x))
