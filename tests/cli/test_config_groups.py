@@ -16,9 +16,8 @@ LISTED_GROUPS = ("model", "task", "data", "tokenizer", "trainer", "finetune", "d
 
 def listed_options(group: str) -> set[str]:
     """The `a | b | c` chain in the comment of the group's defaults line."""
-    line = next(
-        ln for ln in (CONF / "train.yaml").read_text().splitlines() if ln.startswith(f"  - {group}:")
-    )
+    lines = (CONF / "train.yaml").read_text().splitlines()
+    line = next(ln for ln in lines if ln.startswith(f"  - {group}:"))
     comment = line.split("#", 1)[1]
     chains = re.findall(r"[\w.-]+(?:\s*\|\s*[\w.-]+)+", comment)
     return {word.strip() for chain in chains for word in chain.split("|")}
