@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from lm_lab.data.language_modeling import IGNORE
 from lm_lab.encoders.base import State
 from lm_lab.tasks.base import TaskModule
 
@@ -50,11 +51,11 @@ class LanguageModel(TaskModule):
         h = self.backbone(batch["input_ids"], batch.get("pad_mask"), causal=True)  # (B, T, D)
         targets = batch["targets"]  # (B, T)
         if self.sparse_targets:
-            scored = targets != -100  # (B, T)
+            scored = targets != IGNORE  # (B, T)
             h, targets = h[scored], targets[scored]  # (N, D), (N,)
         logits = self.head(h).flatten(0, -2)  # (N, V)
         targets = targets.flatten()  # (N,)
-        return F.cross_entropy(logits, targets, ignore_index=-100), logits, targets
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE), logits, targets
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, _, _ = self.loss(batch)
@@ -63,7 +64,7 @@ class LanguageModel(TaskModule):
 
     def eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         loss, logits, targets = self.loss(batch)
-        scored = targets != -100  # (N,)
+        scored = targets != IGNORE  # (N,)
         n = scored.sum()
         correct = (logits.argmax(-1) == targets)[scored].float().sum()
         getattr(self, f"{stage}_loss").update(loss, weight=n)
