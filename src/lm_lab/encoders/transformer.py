@@ -11,7 +11,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lm_lab.encoders.attention import MLP, KVCache, SelfAttention
-from lm_lab.encoders.base import Encoder
+from lm_lab.encoders.base import LayerStack
 from lm_lab.encoders.positions import Rotary, build_positions
 
 NORMS = ("layernorm", "rmsnorm")
@@ -80,7 +80,7 @@ def mlp_width(d_ff: int | None, d_model: int) -> int:
     return 4 * d_model if d_ff is None else d_ff
 
 
-class TransformerEncoder(Encoder):
+class TransformerEncoder(LayerStack):
     """A stack of pre-norm blocks; positions are added at the input or, for rope, in attention.
 
     `tie_embeddings=False` tells the Backbone to give language modelling its own output matrix;
@@ -132,10 +132,3 @@ class TransformerEncoder(Encoder):
 
     def final_norm(self) -> nn.Module:
         return make_norm(self.norm_kind, self.d_model, self.norm_eps)
-
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        if self.pos is not None:
-            x = self.pos(x)  # (B, T, D)
-        for layer in self.layers:
-            x = layer(x, pad_mask, causal)  # (B, T, D)
-        return x

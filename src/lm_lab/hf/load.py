@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from safetensors import safe_open
 from torch import nn
@@ -100,9 +102,13 @@ class Pretrained:
 
 
 def task_config(name: str) -> DictConfig:
-    """The project's conf/task/<name>.yaml (generate.py and eval.py compose none)."""
+    """The project's conf/task/<name>.yaml, composed by Hydra (it has defaults), inside a
+    running Hydra app (generate.py, eval.py) or on its own."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=f"task/{name}").task
     root = Path(os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[3])
-    return OmegaConf.load(root / "conf" / "task" / f"{name}.yaml")
+    with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+        return compose(config_name=f"task/{name}").task
 
 
 def load_language_model(
