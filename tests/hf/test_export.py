@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-import transformers
 
 from lm_lab.build import build_module
 from lm_lab.data.tokenizers import BPETokenizer
@@ -12,6 +11,8 @@ from lm_lab.export import main as export_main
 from lm_lab.hf.export import export
 from lm_lab.hf.load import load_language_model
 from lm_lab.utils.errors import ConfigError
+
+transformers = pytest.importorskip("transformers")  # the dev extra
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-import transformers
 
 from lm_lab.hf.load import load_language_model
 from lm_lab.tasks.sampling import generate_ids
+
+transformers = pytest.importorskip("transformers")  # the dev extra
 
 FAMILIES = ["gpt2", "llama", "qwen2", "gpt_neox"]
 
