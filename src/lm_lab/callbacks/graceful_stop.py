@@ -93,6 +93,6 @@ def _mark_validation_unstarted(progress: _BatchProgress) -> None:
     batch before it as the last thing done and skips the validation for good."""
     done = progress.current.completed
     for counts in (progress.total, progress.current):
-        counts.ready = counts.started = counts.processed = counts.completed = counts.completed - done
-        counts.ready += 1
-        counts.started += 1
+        before = counts.completed - done  # batches of earlier validations
+        counts.processed = counts.completed = before
+        counts.ready = counts.started = before + 1
