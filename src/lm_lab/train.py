@@ -14,7 +14,7 @@ from lm_lab.cli.config import apply_extras, instantiate_dict
 from lm_lab.cli.loggers import finish_wandb, log_config
 from lm_lab.cli.resume import resume_config
 from lm_lab.cli.run_lock import run_dir_lock
-from lm_lab.cli.validate import validate_config
+from lm_lab.cli.validate import check_batches_per_epoch, validate_config
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
 from lm_lab.finetune.transfer import pretrained_tokenizer
@@ -56,6 +56,7 @@ def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
+    check_batches_per_epoch(cfg, len(datamodule.train_dataloader()))
     module = build_module(cfg, datamodule.tokenizer, datamodule.label_names)
     module = prepare_finetune(cfg, module)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
