@@ -156,13 +156,17 @@ def _config_batches_per_epoch(cfg: DictConfig) -> int | None:
 
 
 def check_batches_per_epoch(cfg: DictConfig, n_batches: int | None) -> None:
-    """An integer trainer.val_check_interval counts training batches: it must not exceed an
-    epoch's (Lightning would refuse it once the data is loaded)."""
+    """An integer trainer.val_check_interval counts training batches of an epoch: it must not
+    exceed their number (Lightning would refuse it once the data is loaded)."""
     interval = OmegaConf.select(cfg, "trainer.val_check_interval")
-    if n_batches is not None and _int_at_least(1)(interval) and interval > n_batches:
+    across_epochs = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch") is None
+    if across_epochs or n_batches is None or not _int_at_least(1)(interval):
+        return  # check_val_every_n_epoch=null: the interval counts steps across epochs
+    if interval > n_batches:
         raise ConfigError(
             f"trainer.val_check_interval={interval}: more than the {n_batches} training batches "
-            f"of an epoch; use at most {n_batches}, a fraction such as 0.5, or null"
+            f"of an epoch; use at most {n_batches}, a fraction such as 0.5, or null (or set "
+            "trainer.check_val_every_n_epoch=null to count steps across epochs)"
         )
 
 
