@@ -258,12 +258,6 @@ RULE_CASES = {
         ("finetune=lora", "finetune.dropout=1"),
         "finetune.dropout=1: must be a number in [0, 1)",
     ),
-    "data.batch_size": (("data.batch_size=0",), "data.batch_size=0: must be an integer >= 1"),
-    "data.max_length": (("data.max_length=0",), "data.max_length=0: must be an integer >= 1"),
-    "data.block_size": (
-        ("data.block_size=1",),
-        "data.block_size=1: must be an integer >= 2 (tokens per LM window)",
-    ),
     "trainer.max_epochs": (
         ("trainer.max_epochs=0",),
         "trainer.max_epochs=0: must be -1 or an integer >= 1",
@@ -286,6 +280,31 @@ RULE_CASES = {
         "(batches) or a fraction in (0, 1] of an epoch",
     ),
 }
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
+        ("data.max_length=0", "data.max_length=0: must be an integer >= 1"),
+        ("data.block_size=1", "data.block_size=1: must be an integer >= 2"),
+        (
+            "data.train_windows_per_epoch=0",
+            "data.train_windows_per_epoch=0: must be an integer >= 1",
+        ),
+        ("data.eval_windows=0", "data.eval_windows=0: must be an integer >= 1 or null"),
+        (
+            "data.max_train_examples=-1",
+            "data.max_train_examples=-1: must be an integer >= 1 or null",
+        ),
+        ("data.num_workers=-1", "data.num_workers=-1: must be an integer >= 0"),
+    ],
+)
+def test_data_counts_are_checked_before_data_loads(override, message, compose):
+    """The datamodule's own check (data.datamodule.check_counts), run by validate_config."""
+    with pytest.raises(ConfigError) as raised:
+        validate_config(compose(override))
+    assert str(raised.value).startswith(message)
 
 
 def test_every_rule_has_a_case():

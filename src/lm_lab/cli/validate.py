@@ -14,6 +14,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
+from lm_lab.data.datamodule import check_counts
 from lm_lab.utils.errors import ConfigError
 
 _ABSENT = object()
@@ -58,9 +59,6 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("finetune.rank", _int_at_least(1), "an integer >= 1 (the rank of each LoRA update)"),
     ("finetune.length", _int_at_least(1), "an integer >= 1 (soft-prompt vectors)"),
     ("finetune.dropout", _fraction, "a number in [0, 1)"),
-    ("data.batch_size", _int_at_least(1), "an integer >= 1"),
-    ("data.max_length", _int_at_least(1), "an integer >= 1"),
-    ("data.block_size", _int_at_least(2), "an integer >= 2 (tokens per LM window)"),
     ("trainer.max_epochs", lambda v: v == -1 or _int_at_least(1)(v), "-1 or an integer >= 1"),
     ("trainer.max_steps", lambda v: v == -1 or _int_at_least(1)(v), "-1 or an integer >= 1"),
     ("trainer.accumulate_grad_batches", _int_at_least(1), "an integer >= 1"),
@@ -85,6 +83,8 @@ def validate_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not ok(value):
             raise ConfigError(f"{key}={value!r}: must be {what}")
+    if cfg.get("data") is not None:
+        check_counts(cfg.data)  # the datamodule's own check, before any data is read
     for check in (_heads_divide_width, _sequence_fits_positions, _monitor_is_logged, _gpu_exists):
         check(cfg)
     check_batches_per_epoch(cfg, _config_batches_per_epoch(cfg))
