@@ -109,7 +109,7 @@ def _sequence_fits_positions(cfg: DictConfig) -> None:
     key = "data.block_size" if cfg.task.name == "generate" else "data.max_length"
     length = OmegaConf.select(cfg, key)
     prompt = OmegaConf.select(cfg, "finetune.length") or 0  # finetune=prompt prepends these
-    if length + prompt > cfg.model.max_len:
+    if length is not None and length + prompt > cfg.model.max_len:  # None: synthetic data
         plus = f" + finetune.length={prompt}" if prompt else ""
         raise ConfigError(
             f"{key}={length}{plus}: longer than model.max_len={cfg.model.max_len} "
