@@ -10,6 +10,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -76,9 +78,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Raises ConfigError("<key>=<value>: must be ...") for the first value out of range, then
-    checks values against each other, against the machine and against the checkpoint to start
-    from. Reads no data (checkpoints only)."""
+    """Raises ConfigError("<key>=<value>: must be ...") for the first value out of range (keys a
+    config does not have, e.g. model.n_heads of the BiLSTM, are skipped), then checks values
+    against each other, against the machine and against the checkpoint to start from. Reads no
+    data (checkpoints only)."""
+    check_model_shape()
     for key, ok, what in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not ok(value):
@@ -184,3 +188,20 @@ def _checkpoints_fit_the_run(cfg: DictConfig) -> None:
             )
     if cfg.get("init_from"):
         read_checkpoint(cfg.init_from, key="init_from")
+
+
+def check_model_shape() -> None:
+    """An experiment that picks `shape=` must have a shape for the chosen encoder: Hydra's
+    `optional` defaults entry would silently train the encoder's own default shape instead."""
+    if not HydraConfig.initialized():
+        return
+    choices = HydraConfig.get().runtime.choices
+    shape, model = choices.get("shape"), choices.get("model")
+    if shape in (None, "none"):
+        return
+    options = GlobalHydra.instance().config_loader().get_group_options(f"model_shape/{shape}")
+    if model not in options:
+        raise ConfigError(
+            f"shape={shape}: no conf/model_shape/{shape}/{model}.yaml for model={model}; "
+            f"add that file or pick model= among {', '.join(options)}"
+        )
