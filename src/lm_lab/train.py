@@ -14,7 +14,7 @@ from lm_lab.build import build_module
 from lm_lab.checkpoint import saved_step
 from lm_lab.cli.config import apply_extras, instantiate_dict
 from lm_lab.cli.launch import job_scope
-from lm_lab.cli.loggers import finish_wandb, log_config
+from lm_lab.cli.loggers import finish_wandb, log_config, log_hparams_results
 from lm_lab.cli.resume import resume_config
 from lm_lab.cli.validate import validate_config
 from lm_lab.data.datamodule import TextDataModule
@@ -62,6 +62,10 @@ def best_validation(trainer: L.Trainer) -> dict[str, Any] | None:
     }
 
 
+def hparams_best(best: dict[str, Any] | None) -> dict[str, float]:
+    return {f"best/{best['metric']}": best["value"]} if best else {}
+
+
 def optimized_value(cfg: DictConfig, result: dict[str, Any]) -> float | None:
     """What sweepers (Optuna, W&B) optimize: `optimized_metric`, at its best when it is the
     monitored metric, else its final value (e.g. test/acc of the best checkpoint)."""
@@ -102,6 +106,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer))
         metrics |= final_metrics(trainer)
     save_adapter(module, out_dir)
+    results = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    log_hparams_results(trainer, module.run_config, results | hparams_best(best))
 
     result = {
         "metrics": metrics,
