@@ -147,8 +147,8 @@ def one_line(err: BaseException) -> str | None:
         if isinstance(cause, ValueError | MisconfigurationException | OmegaConfBaseException):
             return one_line(cause)
         return None
-    if isinstance(err, OverrideParseException):
-        key, _, value = err.override.partition("=")
+    if isinstance(err, OverrideParseException) and "LexerNoViableAlt" in err.message:
+        key, _, value = err.override.partition("=")  # a character the grammar has no token for
         return (
             f"cannot parse the override {err.override!r}: quote the value for Hydra inside the "
             f"shell's quotes, e.g. '{key}=\"{value}\"' (non-ASCII and special characters)"

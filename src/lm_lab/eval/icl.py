@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from lm_lab.data.split import Split
@@ -275,7 +275,8 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     pool, queries = labelled(splits["train"]), labelled(splits.get(cfg.split, splits["validation"]))
     if not pool or not queries:
         raise ConfigError(f"data={data.source._target_}: mode=icl needs labelled data (sst2...)")
-    template = template_for({label for _, label in pool}, PromptTemplate(**icl.template))
+    chosen = PromptTemplate(**OmegaConf.to_container(icl.template))
+    template = template_for({label for _, label in pool}, chosen)
     random.Random(icl.query_seed).shuffle(queries)
     queries = queries[: icl.max_queries]
     budget = context_budget(module, saved, icl.context)
