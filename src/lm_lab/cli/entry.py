@@ -154,7 +154,8 @@ def one_line(err: BaseException) -> str | None:
             f"shell's quotes, e.g. '{key}=\"{value}\"' (non-ASCII and special characters)"
         )
     if isinstance(err, MissingConfigException) and err.options:
-        return f"{_first_line(err)}; choose one of: {', '.join(err.options)}"
+        options = [o for o in err.options if not o.startswith("_")]  # _base, _sizing: parts
+        return f"{_first_line(err)}; choose one of: {', '.join(options)}"
     if isinstance(err, OmegaConfBaseException):
         key = getattr(err, "full_key", None)
         return f"config key {key}: {_first_line(err)}" if key else _first_line(err)
