@@ -87,7 +87,6 @@ def test_generate_py_continues_the_prompt_as_the_readme_shows(workdir, best_ckpt
     [
         (("prompt=é",), "cannot parse the override 'prompt=é': quote the value"),
         (("num_samples=0",), "num_samples=0: must be an integer >= 1"),
-        (("prompt_file=nowhere.txt",), "prompt_file=nowhere.txt: no such file"),
     ],
 )
 def test_generate_py_errors_are_one_line_exit_2(workdir, best_ckpt, args, message):
