@@ -62,5 +62,11 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     return ckpt
 
 
+def saved_step(path: str | Path) -> int | None:
+    """The optimizer step a Lightning checkpoint was saved at (memory-mapped: weights stay on
+    disk); None for a bare checkpoint without trainer state."""
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("global_step")
+
+
 def read_meta(path: str | Path, key: str = "ckpt_path") -> CheckpointMeta:
     return CheckpointMeta.from_checkpoint(read_checkpoint(path, key))
