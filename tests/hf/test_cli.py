@@ -102,12 +102,8 @@ def test_train_generate_and_eval_from_the_shell(hf_dirs, tmp_path):
     logs = f"paths.log_dir={tmp_path}"
     trained = cli("train.py", "task=classify", f"init_from={folder}", "finetune=lora", logs, *TINY)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("the movie was\n")
-    # prompt_file=, and hydra.run.dir= for generate.py: prompt= and its run dir are being fixed
-    run_dir = f"hydra.run.dir={tmp_path / 'sample'}"
     sampled = cli(
-        "generate.py", f"ckpt_path={folder}", f"prompt_file={prompts}", "max_new_tokens=5", run_dir
+        "generate.py", f"ckpt_path={folder}", "prompt=the movie was", "max_new_tokens=5", logs
     )
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert "the movie was" in sampled.stdout
@@ -127,7 +123,7 @@ def test_train_generate_and_eval_from_the_shell(hf_dirs, tmp_path):
         "icl.max_queries=4",
         "trainer.accelerator=cpu",
     ]
-    evaluated = cli("eval.py", f"ckpt_path={folder}", *icl, f"hydra.run.dir={tmp_path / 'icl'}")
+    evaluated = cli("eval.py", f"ckpt_path={folder}", *icl, logs)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
 
 
