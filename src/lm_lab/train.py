@@ -22,6 +22,7 @@ from lm_lab.data.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
 from lm_lab.finetune.transfer import pretrained_tokenizer
 from lm_lab.hf.configure import use_pretrained
+from lm_lab.hf.folder import is_hf_source
 from lm_lab.hf.load import Pretrained
 from lm_lab.sizing import parameter_counts
 from lm_lab.utils.io import METRICS_FILE, write_json
@@ -90,17 +91,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     the last `metrics`, the `best` validation value of the monitored metric, counts, time.
     Bad values fail here, before any data is read; one process at a time writes the run dir."""
     cfg = resume_config(cfg)  # resume=<run dir>: that run's config and its last.ckpt
-    pretrained = use_pretrained(cfg)  # init_from=<hf dir>: its model config and tokenizer
+    use_pretrained(cfg)  # init_from=<hf dir>: its model config and tokenizer replace the run's
     validate_config(cfg)
     with run_dir_lock(cfg.paths.output_dir):
-        return _fit_and_test(cfg, pretrained)
+        return _fit_and_test(cfg)
 
 
-def _fit_and_test(cfg: DictConfig, pretrained: Pretrained | None) -> dict[str, Any]:
+def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    datamodule = build_datamodule(cfg, hf_init=pretrained is not None)
+    hf_init = is_hf_source(cfg.get("init_from"))
+    pretrained = Pretrained(cfg.init_from) if hf_init else None
+    datamodule = build_datamodule(cfg, hf_init)
     check_batches_per_epoch(cfg, len(datamodule.train_dataloader()))
     module = build_module(cfg, datamodule.tokenizer, datamodule.label_names)
     transferred = pretrained.load_into(module.backbone) if pretrained else None

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
 from lm_lab.data.datamodule import check_counts
+from lm_lab.hf.folder import is_hf_source
 from lm_lab.utils.errors import ConfigError
 
 _ABSENT = object()
@@ -176,7 +177,8 @@ def check_batches_per_epoch(cfg: DictConfig, n_batches: int | None) -> None:
 
 def _checkpoints_fit_the_run(cfg: DictConfig) -> None:
     """ckpt_path continues a run of the same task; init_from must be a readable checkpoint
-    (its errors name init_from=, the key the user typed)."""
+    (its errors name init_from=, the key the user typed) or a Hugging Face folder, which
+    `hf.configure.use_pretrained` has checked already."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
         saved = CheckpointMeta.from_checkpoint(read_checkpoint(ckpt_path)).config
@@ -186,7 +188,7 @@ def _checkpoints_fit_the_run(cfg: DictConfig) -> None:
                 f"ckpt_path={ckpt_path}: a task={task} checkpoint cannot continue as "
                 f"task={cfg.task.name}; start from its backbone with init_from={ckpt_path}"
             )
-    if cfg.get("init_from"):
+    if cfg.get("init_from") and not is_hf_source(cfg.init_from):
         read_checkpoint(cfg.init_from, key="init_from")
 
 
