@@ -148,7 +148,7 @@ class SyntheticDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
         self.sizes = {"train": train_examples, "validation": eval_examples, "test": eval_examples}
         self.label_names: list[str] | None = None
-        self.chars_per_token: float | None = None  # no characters: no bits per character
+        self.chars_per_token: dict[str, float] = {}  # no characters: no bits per character
         self.sparse_targets = True  # few scored positions: the LM projects only those
         self.stats: dict[str, int] = {}
         self._datasets: dict[str, ExampleBatches] = {}
