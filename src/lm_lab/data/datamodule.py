@@ -27,6 +27,7 @@ from lm_lab.data.language_modeling import (
     cached_token_stream,
 )
 from lm_lab.data.resumable import ResumableLoader, SeededShuffle
+from lm_lab.data.sharding import eval_share, ranks
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
@@ -194,7 +195,7 @@ class TextDataModule(L.LightningDataModule):
         """Data-parallel: each rank trains on its own share of every epoch (see `_ranks`)."""
         self.setup()
         dataset = self._datasets["train"]
-        rank, world = self._ranks()
+        rank, world = ranks(self.trainer)
         if self.task == "classify":
             if world == 1:
                 return self._loader(dataset, sampler=SeededShuffle(len(dataset), self.seed))
@@ -225,22 +226,13 @@ class TextDataModule(L.LightningDataModule):
         evaluation (no gradient sync), and the metrics are summed over ranks (torchmetrics)."""
         self.setup()
         dataset = self._datasets[split]
-        rank, world = self._ranks()
+        rank, world = ranks(self.trainer)
         if world == 1:
             return self._loader(dataset)
         unit = "examples" if self.task == "classify" else "batches of windows"
-        if len(dataset) < world:
-            raise ConfigError(
-                f"trainer.devices: the {split} split has {len(dataset)} {unit} for {world} "
-                f"ranks; every rank needs one: use fewer devices or a smaller data.batch_size"
-            )
+        rows = eval_share(len(dataset), rank, world, f"the {split} split's {unit}")
         rank_zero_info(f"{split}: {len(dataset)} {unit} over {world} ranks, each scored once")
-        return self._loader(dataset, sampler=range(rank, len(dataset), world))
-
-    def _ranks(self) -> tuple[int, int]:
-        """(global rank, world size) of the trainer this datamodule is attached to."""
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return self._loader(dataset, sampler=rows)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         """LM datasets yield whole batches (batch_size=None); classification ones are batched
