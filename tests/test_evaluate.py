@@ -56,6 +56,7 @@ def test_a_label_subset_is_scored_against_the_heads_own_order(compose, tmp_path,
     result = eval_on(compose, tmp_path, classifier, write_csv(tmp_path / "bc", "bc"))
     assert result["metrics"]["test/acc"] == 1.0
     assert result["data"]["train/labels"] == 3  # the head's classes, not the data's two
+    assert result["data"]["validation/unknown_chars"] == 0  # eval's data report counts UNKs
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["data"]["validation/examples"] == 16  # tested on validation
 
