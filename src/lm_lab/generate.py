@@ -2,7 +2,6 @@
 tokenizer. Streams a single sample to the terminal; writes every sample to samples.jsonl."""
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.tasks.language_model import LanguageModel
 from lm_lab.tasks.sampling import generate_text
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def unescape(text: str) -> str:

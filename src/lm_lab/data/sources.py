@@ -7,20 +7,18 @@ offline corpus, lives in its own module and is re-exported here so every source 
 
 import csv
 import json
-import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
-
 from lm_lab.data.pydoc_corpus import PydocCorpus
 from lm_lab.data.split import Split
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
 
 __all__ = ["CsvFiles", "JsonlFiles", "PydocCorpus", "Split", "TextFiles"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 Row = tuple[str, dict[str, Any]]  # (location for messages, e.g. "file.jsonl:12", the record)
 
 
@@ -184,9 +182,7 @@ class RecordFiles:
         firsts = "; ".join(first.values())
         if kept == 0:
             raise ConfigError(f"{path}: no usable record ({counts}; first: {firsts}); fix the file")
-        rank_zero_only(log.warning)(
-            f"{path}: dropped malformed records ({counts}); first: {firsts}"
-        )
+        log.warning(f"{path}: dropped malformed records ({counts}); first: {firsts}")
 
 
 class CsvFiles(RecordFiles):
