@@ -47,10 +47,9 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
-@pytest.fixture
-def compose(tmp_path: Path) -> Callable[..., DictConfig]:
+def composer(out_dir: Path) -> Callable[..., DictConfig]:
     """compose("model=bilstm", "task=generate", ...) -> the config train.py would see, tiny,
-    with its run dir under tmp_path. `config_name="eval"` composes eval.py's config."""
+    with its run dir under out_dir. `config_name="eval"` composes eval.py's config."""
 
     def _compose(*overrides: str, config_name: str = "train", tiny: bool = True) -> DictConfig:
         GlobalHydra.instance().clear()
@@ -59,12 +58,25 @@ def compose(tmp_path: Path) -> Callable[..., DictConfig]:
             cfg = hydra_compose(config_name, [*extra, *overrides], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.log_dir = str(tmp_path / "logs")
+            cfg.paths.output_dir = str(out_dir / "run")
+            cfg.paths.log_dir = str(out_dir / "logs")
             del cfg["hydra"]
         return cfg
 
-    yield _compose
+    return _compose
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> Callable[..., DictConfig]:
+    """`composer` writing under this test's tmp_path."""
+    yield composer(tmp_path)
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def module_compose(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., DictConfig]:
+    """`composer` for module-scoped fixtures: runs shared by the tests of one module."""
+    yield composer(tmp_path_factory.mktemp("module"))
     GlobalHydra.instance().clear()
 
 

@@ -13,12 +13,13 @@ from lm_lab.build import build_module
 from lm_lab.cli.config import apply_extras, instantiate_dict
 from lm_lab.cli.loggers import finish_wandb, log_config
 from lm_lab.cli.resume import resume_config
-from lm_lab.cli.validate import validate_config
+from lm_lab.cli.run_lock import run_dir_lock
+from lm_lab.cli.validate import check_batches_per_epoch, validate_config
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
 from lm_lab.finetune.transfer import pretrained_tokenizer
 from lm_lab.sizing import parameter_counts
-from lm_lab.utils.io import write_json
+from lm_lab.utils.io import METRICS_FILE, write_json
 
 
 def build_datamodule(cfg: DictConfig) -> TextDataModule:
@@ -42,13 +43,20 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test the best checkpoint; writes <run dir>/metrics.json and returns its content."""
+    """Fit, then test the best checkpoint; writes <run dir>/metrics.json and returns its content.
+    Bad values fail here, before any data is read; one process at a time writes the run dir."""
     cfg = resume_config(cfg)  # resume=<run dir>: that run's config and its last.ckpt
     validate_config(cfg)
+    with run_dir_lock(cfg.paths.output_dir):
+        return _fit_and_test(cfg)
+
+
+def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
+    check_batches_per_epoch(cfg, len(datamodule.train_dataloader()))
     module = build_module(cfg, datamodule.tokenizer, datamodule.label_names)
     module = prepare_finetune(cfg, module)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -72,7 +80,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - started, 2),
         "run_dir": str(out_dir),
     }
-    write_json(out_dir / "metrics.json", result)
+    write_json(out_dir / METRICS_FILE, result)
     finish_wandb()
     rank_zero_info(f"params: {result['params']}; run dir: {out_dir}")
     return result

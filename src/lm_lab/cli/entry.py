@@ -13,11 +13,13 @@ and returns None, so the other jobs still run.
 
 import os
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.types import RunMode
@@ -50,12 +52,34 @@ def cli(main: Callable[[], Any]) -> None:
         main()
     except (HydraException, OmegaConfBaseException, ConfigError) as err:
         _exit_or_raise(err)
+    except OSError as err:
+        if not _raised_by_hydra(err):
+            raise
+        _exit_or_raise(
+            ConfigError(
+                f"hydra.run.dir: cannot write {err.filename} ({err.strerror}); set "
+                "hydra.run.dir (or paths.log_dir) to a writable folder"
+            )
+        )
     finally:
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _raised_by_hydra(err: OSError) -> bool:
+    """Hydra creates the run dir and writes .hydra/ in it before the task function runs: an
+    OSError from there (Hydra's own code or the standard library it calls, not the task
+    function) means the run dir cannot be written."""
+    frames = traceback.extract_tb(err.__traceback__)
+    names = [frame.name for frame in frames]
+    if "run_job" not in names:
+        return False
+    after = frames[names.index("run_job") + 1 :]
+    own = (str(Path(hydra.__file__).parent), sysconfig.get_paths()["stdlib"])
+    return bool(after) and after[0].filename.startswith(own)
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:
@@ -98,7 +122,8 @@ def one_line(err: BaseException) -> str | None:
             return one_line(cause)
         return None
     if isinstance(err, MissingConfigException) and err.options:
-        return f"{_first_line(err)}; choose one of: {', '.join(err.options)}"
+        options = [o for o in err.options if not o.startswith("_")]  # _base, _sizing: parts
+        return f"{_first_line(err)}; choose one of: {', '.join(options)}"
     if isinstance(err, OmegaConfBaseException):
         key = getattr(err, "full_key", None)
         return f"config key {key}: {_first_line(err)}" if key else _first_line(err)

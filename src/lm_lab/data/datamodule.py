@@ -4,6 +4,7 @@ classify: labelled examples, right-padded batches {"input_ids", "pad_mask", "lab
 generate: token streams cut into windows {"input_ids", "targets"}; labels, if any, are ignored.
 """
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -37,13 +38,30 @@ TRAINED_HEAD = ("the checkpoint's head", "evaluate it on data labelled with thos
 LABELLED_DATA = "csv/jsonl/pydoc/sst2/ag_news"
 
 
-def check_count(key: str, value: Any, minimum: int = 1, optional: bool = False) -> None:
-    """Counts in the config must be integers >= minimum (or null where optional)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        hint = " or null" if optional else ""
-        raise ConfigError(f"data.{key}={value!r}: must be an integer >= {minimum}{hint}")
+# the datamodule's counts: key, least value, whether null is allowed (checked by check_counts)
+COUNTS = (
+    ("batch_size", 1, False),
+    ("max_length", 1, False),
+    ("block_size", 2, False),  # a window of one token has nothing to predict from
+    ("train_windows_per_epoch", 1, False),
+    ("eval_windows", 1, True),
+    ("max_train_examples", 1, True),
+    ("num_workers", 0, False),
+)
+
+
+def check_counts(values: Mapping[str, Any]) -> None:
+    """The one check of the data counts (data.<key>): integers >= their least value, or null
+    where allowed. The constructor runs it, and train.py before anything is built."""
+    for key, minimum, optional in COUNTS:
+        if key not in values:
+            continue  # e.g. synthetic data has no max_length
+        value = values[key]
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            hint = " or null" if optional else ""
+            raise ConfigError(f"data.{key}={value!r}: must be an integer >= {minimum}{hint}")
 
 
 class TextDataModule(L.LightningDataModule):
@@ -80,13 +98,17 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         if task not in TASKS:
             raise ConfigError(f"task={task!r}: the data layer builds one of {', '.join(TASKS)}")
-        for key, value in (("batch_size", batch_size), ("max_length", max_length)):
-            check_count(key, value)
-        check_count("block_size", block_size)
-        check_count("train_windows_per_epoch", train_windows_per_epoch)
-        check_count("eval_windows", eval_windows, optional=True)
-        check_count("max_train_examples", max_train_examples, optional=True)
-        check_count("num_workers", num_workers, minimum=0)
+        check_counts(
+            {
+                "batch_size": batch_size,
+                "max_length": max_length,
+                "block_size": block_size,
+                "train_windows_per_epoch": train_windows_per_epoch,
+                "eval_windows": eval_windows,
+                "max_train_examples": max_train_examples,
+                "num_workers": num_workers,
+            }
+        )
         self.source, self.tokenizer, self.task = source, tokenizer, task
         self.batch_size, self.max_length, self.block_size = batch_size, max_length, block_size
         self.train_windows_per_epoch, self.eval_windows = train_windows_per_epoch, eval_windows

@@ -199,8 +199,11 @@ class CsvFiles(RecordFiles):
                 if not reader.fieldnames:
                     raise ConfigError(f"{path}: empty file; it needs a header row, e.g. text,label")
                 self.check_columns(f"{path} (header)", reader.fieldnames)
+                row = 0
                 for row, record in enumerate(reader, start=1):
                     yield f"{path} (row {row})", record
+                if row == 0:
+                    raise ConfigError(f"{path}: a header but no rows; add examples below it")
         except UnicodeDecodeError as err:
             raise ConfigError(
                 f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); re-save it as UTF-8"

@@ -18,6 +18,8 @@ class LanguageModel(TaskModule):
     """Next-token loss; validation and test report loss, perplexity, bits per character and
     token accuracy over the scored (non-ignored) targets, the metric of recall probes."""
 
+    METRICS = ("loss", "acc", "ppl", "bpc")  # logged as val/<name> and test/<name>
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.causal:
