@@ -25,6 +25,7 @@ breaks the build. The convention (also in docs/contributing.md, "Documenting com
 The commands run two at a time (`DOCS_TEST_WORKERS`), started when the first case asks.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -44,7 +45,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("LM_LAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MAINS = {"train.py", "eval.py", "generate.py"}
 MARKER = re.compile(r"^<!--\s*docs-test:\s*(?P<kind>[\w-]+)\s*(:.*)?-->$")
 PLACEHOLDER = re.compile(r"<[a-z][^<>]*>|\bDIR\b")
@@ -75,7 +76,6 @@ SHRINK = (
     "data.max_train_examples=64",
     "data.train_examples=32",
     "data.eval_examples=16",
-    "tokenizer.vocab_size=300",
     "trainer.max_epochs=1",
     "trainer.max_steps=2",
     "trainer.limit_train_batches=2",
@@ -214,7 +214,7 @@ class Lab:
         self.env = {k: v for k, v in os.environ.items() if k != "PROJECT_ROOT"}
         self.env["PYTHONPATH"] = str(self.cwd / "src")
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
-        self._runs: dict[tuple[str, ...], Future] = {}
+        self._done: dict[tuple[str, ...], Future] = {}  # runs and --help outputs, by argv
         self._lock = threading.Lock()
         self._copy_project()
 
@@ -275,7 +275,7 @@ class Lab:
             text = re.sub(
                 r"\bDIR\b", str(self.tmp / DATA_DIRS[choice[1] if choice else "csv"]), text
             )
-        left = PLACEHOLDER.findall(text)
+        left = PLACEHOLDER.findall(" ".join(shlex.split(text, comments=True)))
         assert not left, f"unknown placeholder {left}: use one of {[*PLACEHOLDERS, 'DIR']}"
         return text
 
@@ -289,7 +289,7 @@ class Lab:
     # ---- Hydra mains
 
     def python(
-        self, argv: list[str], env: dict[str, str], timeout: int = 300
+        self, argv: list[str], env: dict[str, str], timeout: int = 900
     ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, *argv[1:]] if argv[0] == "python" else argv,
@@ -314,31 +314,33 @@ class Lab:
             configs.append(yaml.safe_load(proc.stdout) or {})
         return configs
 
-    def main_run(self, argv: list[str], env: dict[str, str]) -> "Run":
-        """`python train.py ...` shrunk, logs in their own dir under tmp; one run per argv."""
-        key = tuple(argv)
+    def once(self, key: tuple[str, ...], work: Callable[[], object]) -> object:
+        """work() the first time `key` is asked for; later callers (any thread) get its result."""
         with self._lock:
-            future, mine = self._runs.get(key), key not in self._runs
-            if mine:
-                future = self._runs[key] = Future()
-        if not mine:
-            return future.result()
-        try:
-            future.set_result(self._main_run(argv, env, len(self._runs)))
-        except BaseException as err:  # noqa: BLE001 - handed to every waiter
-            future.set_exception(err)
+            mine = key not in self._done
+            future = self._done.setdefault(key, Future())
+        if mine:
+            try:
+                future.set_result(work())
+            except BaseException as err:  # handed to every caller
+                future.set_exception(err)
         return future.result()
 
-    def _main_run(self, argv: list[str], env: dict[str, str], number: int) -> "Run":
+    def main_run(self, argv: list[str], env: dict[str, str]) -> "Run":
+        """`python train.py ...` shrunk, logs in their own dir under tmp; one run per argv."""
+        return self.once(tuple(argv), lambda: self._main_run(argv, env))
+
+    def _main_run(self, argv: list[str], env: dict[str, str]) -> "Run":
         script, args = script_argv(argv)
-        config = self.compose(script, args, env, cfg="all")[0]
+        configs = self.compose(script, args, env, cfg="all")  # one per sweep variant
         given = {o.split("=", 1)[0].lstrip("+~") for o in args if "=" in o}
+        keys = [o.split("=", 1)[0] for o in SHRINK]
         shrink = [
             o
-            for o in SHRINK
-            if o.split("=", 1)[0] not in given and has_key(config, o.split("=", 1)[0])
+            for o, key in zip(SHRINK, keys, strict=True)
+            if key not in given and all(has_key(config, key) for config in configs)
         ]
-        log_dir = self.tmp / "logs" / f"{number:02d}"
+        log_dir = self.tmp / "logs" / hashlib.sha1(shlex.join(argv).encode()).hexdigest()[:10]
         flags = [a for a in args if a.startswith("-")]
         overrides = [a for a in args if not a.startswith("-")]
         proc = self.python(
@@ -348,14 +350,14 @@ class Lab:
             proc,
             script,
             log_dir,
-            multirun=bool(flags) or config.get("hydra", {}).get("mode") == "MULTIRUN",
+            multirun=bool(flags) or configs[0].get("hydra", {}).get("mode") == "MULTIRUN",
         )
 
     # ---- dry checks
 
     def help_check(self, script: str, args: list[str], env: dict[str, str]) -> None:
         argv = ["python", *script.split(), "--help"]
-        proc = self.python(argv, env, timeout=120)
+        proc = self.once(tuple(argv), lambda: self.python(argv, env, timeout=300))  # torch: once
         assert proc.returncode == 0, f"`{shlex.join(argv)}`: {tail(proc)}"
         for flag in {a.split("=", 1)[0] for a in args if a.startswith("--")}:
             assert flag in proc.stdout, f"{script} has no option {flag}: {proc.stdout[-1500:]}"
