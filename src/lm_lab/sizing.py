@@ -10,11 +10,13 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lm_lab.encoders.backbone import Backbone
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 SIZES = {"tiny": 500_000, "small": 2_000_000, "base": 8_000_000}  # backbone params per preset
 SIZING_KEYS = ("param_budget", "size")  # model keys read here, never passed to the encoder
@@ -70,7 +72,7 @@ def sized_encoder_config(model_cfg: DictConfig, vocab_size: int, pad_id: int) ->
             f"{count} backbone parameters (d_model={cfg.d_model}, vocab {vocab_size}); "
             "change the budget, the number of layers or the vocabulary size"
         )
-    rank_zero_info(
+    log.info(
         f"model sized to {budget:,} params: d_model={cfg.d_model}"
         f"{f', d_ff={cfg.d_ff}' if cfg.get('d_ff') else ''} -> {count:,} backbone params "
         f"({100 * (count - budget) / budget:+.1f}%)"

@@ -2,7 +2,10 @@
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.utilities import rank_zero_info
+
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 class RankReport(L.Callback):
@@ -15,7 +18,7 @@ class RankReport(L.Callback):
         batch_size = getattr(trainer.datamodule, "batch_size", None)
         accumulate = trainer.accumulate_grad_batches
         if batch_size is not None:
-            rank_zero_info(
+            log.info(
                 f"global batch: {batch_size} per device x {trainer.world_size} devices "
                 f"x {accumulate} accumulation = {batch_size * trainer.world_size * accumulate}"
             )

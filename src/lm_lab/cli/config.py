@@ -9,7 +9,10 @@ import rich.tree
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
+
+from lm_lab.utils.logging import get_logger, render
+
+log = get_logger(__name__)
 
 PRINT_ORDER = ("data", "tokenizer", "model", "task", "finetune", "trainer", "callbacks", "logger")
 
@@ -17,7 +20,7 @@ PRINT_ORDER = ("data", "tokenizer", "model", "task", "finetune", "trainer", "cal
 def apply_extras(cfg: DictConfig) -> None:
     """Conveniences that must happen before anything else prints."""
     if logging.getLogger().handlers:  # Hydra logs to console and <run dir>/train.log: send
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Lightning's lines
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lm_lab"):  # and ours
             logger = logging.getLogger(name)  # there once (its own handler would repeat them,
             logger.handlers.clear()  # and it turned propagation off when it added that handler)
             logger.propagate = True
@@ -37,7 +40,7 @@ def print_config_tree(cfg: DictConfig) -> None:
         node = cfg[key]
         text = OmegaConf.to_yaml(node, resolve=False) if isinstance(node, DictConfig) else str(node)
         tree.add(f"[bold]{key}").add(rich.syntax.Syntax(text, "yaml"))
-    Console().print(tree)
+    log.info(render(tree))
 
 
 def instantiate_dict(cfg: DictConfig | None) -> list[Any]:

@@ -4,6 +4,8 @@ to change instead of after the data has loaded (or as a shape error deep in a fo
 from collections.abc import Callable
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import read_checkpoint
@@ -49,6 +51,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Raises ConfigError("<key>=<value>: must be ...") for the first value out of range; keys a
     config does not have (e.g. model.n_heads of the BiLSTM) are skipped. A ckpt_path to start
     from must be a readable lm_lab checkpoint."""
+    check_model_shape()
     for key, ok, what in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not ok(value):
@@ -63,3 +66,20 @@ def validate_config(cfg: DictConfig) -> None:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
         read_checkpoint(ckpt_path)
+
+
+def check_model_shape() -> None:
+    """An experiment that picks `shape=` must have a shape for the chosen encoder: Hydra's
+    `optional` defaults entry would silently train the encoder's own default shape instead."""
+    if not HydraConfig.initialized():
+        return
+    choices = HydraConfig.get().runtime.choices
+    shape, model = choices.get("shape"), choices.get("model")
+    if shape in (None, "none"):
+        return
+    options = GlobalHydra.instance().config_loader().get_group_options(f"model_shape/{shape}")
+    if model not in options:
+        raise ConfigError(
+            f"shape={shape}: no conf/model_shape/{shape}/{model}.yaml for model={model}; "
+            f"add that file or pick model= among {', '.join(options)}"
+        )

@@ -1,21 +1,7 @@
-"""Result rows -> a markdown table and a PNG curve, the two forms every probe reports in."""
+"""Result rows -> a PNG curve, the figure every probe reports beside its Markdown table."""
 
 from pathlib import Path
 from typing import Any
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return "" if value is None else str(value)
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Columns in the order of the first row's keys; floats to 3 decimals, None left blank."""
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def save_curve(
