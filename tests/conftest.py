@@ -81,11 +81,21 @@ def module_compose(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Di
 
 
 def require_shared_data(name: str) -> Path:
-    """Skip cleanly where ../shared/data is absent (the data never lives in the repo)."""
+    """../shared/data/<name> (the data never lives in the repo). Where it is absent a developer's
+    test skips, but under CI=true, where the folder always exists, it fails: a moved or missing
+    folder must not turn tests into silent skips. Every test of the shared data uses this."""
     path = SHARED_DATA / name
     if not path.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{path} not found, and CI=true: CI always has ../shared/data")
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture
+def shared_data() -> Callable[[str], Path]:
+    """shared_data("sst2") -> the folder, or a skip (a failure under CI=true): see above."""
+    return require_shared_data
 
 
 @pytest.fixture

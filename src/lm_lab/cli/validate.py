@@ -195,8 +195,8 @@ def _checkpoints_fit_the_run(cfg: DictConfig) -> None:
 def check_model_shape() -> None:
     """An experiment that picks `shape=` must have a shape for the chosen encoder: Hydra's
     `optional` defaults entry would silently train the encoder's own default shape instead."""
-    if not HydraConfig.initialized():
-        return
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return  # composed and cleared already (tests): the shape files cannot be listed
     choices = HydraConfig.get().runtime.choices
     shape, model = choices.get("shape"), choices.get("model")
     if shape in (None, "none"):

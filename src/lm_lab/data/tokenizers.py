@@ -11,11 +11,13 @@ file itself (`tokenizers.Tokenizer.from_file` loads it), with lm_lab's settings 
 """
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
+from torch import Tensor
 
 from lm_lab.utils.errors import ConfigError
 
@@ -29,6 +31,7 @@ class Tokenizer:
     pad_id: int = 0
     eos_id: int | None = None  # ends generation; lm_lab's own tokenizers have none
     bos_ids: list[int] = []  # put before a whole text (a pretrained model's BOS), else nothing
+    unk_id: int | None = None  # the id unseen characters map to; None: every text is encodable
 
     @property
     def is_fitted(self) -> bool:
@@ -50,6 +53,15 @@ class Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
+
+    def count_unknown(self, ids: Sequence[int] | Tensor) -> int:
+        """How many of `ids` stand for characters the tokenizer never saw: text it cannot model,
+        which data reports and generation logs count instead of hiding (0 without an UNK id)."""
+        if self.unk_id is None:
+            return 0
+        if isinstance(ids, Tensor):  # a token stream
+            return int(ids.eq(self.unk_id).sum())
+        return list(ids).count(self.unk_id)
 
     def state(self) -> dict[str, Any]:
         """What `to_json` stores besides the kind."""
