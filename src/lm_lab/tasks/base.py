@@ -47,6 +47,7 @@ class TaskModule(L.LightningModule):
         monitor_mode: str,
         label_names: list[str] | None = None,
         compile: bool = False,
+        baseline: Any = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -57,6 +58,7 @@ class TaskModule(L.LightningModule):
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.label_names = list(label_names) if label_names else None
         self.compile_backbone = compile
+        self.baseline = baseline  # a reference fitted on the raw splits (lm_lab.baselines) or None
         self.run_config: dict[str, Any] = {}  # the resolved run config, set by lm_lab.train.run
 
     def configure_model(self) -> None:

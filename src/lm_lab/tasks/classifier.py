@@ -44,6 +44,7 @@ class Classifier(TaskModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.confusion = MulticlassConfusionMatrix(n_classes)
+        self.baseline_scores: dict[str, float] | None = None  # fitted once, at the first test
 
     def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         h = self.backbone(input_ids, pad_mask, causal=self.causal)  # (B, T, D)
@@ -79,8 +80,22 @@ class Classifier(TaskModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        if self.baseline is not None:
+            self.log_dict(self._baseline_scores())
         print_confusion(self.confusion.compute().cpu(), self.label_names)
         self.confusion.reset()
+
+    def _baseline_scores(self) -> dict[str, float]:
+        """The reference's val/test scores beside the model's, on the same examples: fitted on
+        global rank 0 only, then broadcast, so every rank logs the same numbers."""
+        if self.baseline_scores is None:
+            scores = None
+            if self.trainer.is_global_zero:
+                data = self.trainer.datamodule
+                splits = (data.texts_and_labels(s) for s in ("train", "validation", "test"))
+                scores = self.baseline.fit_score(*splits)
+            self.baseline_scores = self.trainer.strategy.broadcast(scores, src=0)
+        return self.baseline_scores
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self(batch["input_ids"], batch["pad_mask"]).softmax(-1)  # (B, C)
