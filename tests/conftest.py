@@ -35,7 +35,15 @@ TINY = (
     "trainer.enable_model_summary=false",
     "extras.print_config=false",
     "callbacks.progress_bar=null",
+    "task.baseline=null",  # no TF-IDF reference unless a test asks (task/baseline=tfidf_lr)
 )
+
+
+def tiny_except(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """TINY without the keys the overrides set themselves (`task/baseline` counts as
+    `task.baseline`): a test's own choice wins, and a sweeper sees each key once."""
+    keys = {o.lstrip("+~").split("=", 1)[0].replace("/", ".") for o in overrides}
+    return [o for o in TINY if o.split("=", 1)[0] not in keys]
 
 register_resolvers()
 
@@ -55,7 +63,7 @@ def compose(tmp_path: Path) -> Callable[..., DictConfig]:
     def _compose(*overrides: str, config_name: str = "train", tiny: bool = True) -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            extra = TINY if tiny and config_name == "train" else ()
+            extra = tiny_except(overrides) if tiny and config_name == "train" else ()
             cfg = hydra_compose(config_name, [*extra, *overrides], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
@@ -84,9 +92,7 @@ def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         flags = [a for a in args if a.startswith("-")]  # e.g. -m: argparse wants them first
         given = [a for a in args if not a.startswith("-")]
-        keys = {a.split("=", 1)[0] for a in given}  # a sweeper sees each key once: args win
-        tiny = [o for o in TINY if o.split("=", 1)[0] not in keys]
-        overrides = [*tiny, f"paths.log_dir={tmp_path / 'logs'}", *given]
+        overrides = [*tiny_except(given), f"paths.log_dir={tmp_path / 'logs'}", *given]
         return subprocess.run(
             [sys.executable, str(ROOT / "train.py"), *flags, *overrides],
             cwd=ROOT,
