@@ -45,6 +45,7 @@ def tiny_except(overrides: tuple[str, ...] | list[str]) -> list[str]:
     keys = {o.lstrip("+~").split("=", 1)[0].replace("/", ".") for o in overrides}
     return [o for o in TINY if o.split("=", 1)[0] not in keys]
 
+
 register_resolvers()
 
 

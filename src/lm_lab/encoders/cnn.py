@@ -36,7 +36,7 @@ class ConvBlock(nn.Module):
 
 
 class CNNEncoder(Encoder):
-    """`n_layers` ConvBlocks; unbounded length, no positions (a window's order is in its weights)."""
+    """`n_layers` ConvBlocks; unbounded length and no positions: order lives in the windows."""
 
     def __init__(
         self,

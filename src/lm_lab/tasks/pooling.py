@@ -8,7 +8,8 @@ POOLINGS = ("mean", "max", "last", "cls")
 
 def pool(h: Tensor, pad_mask: Tensor | None, mode: str) -> Tensor:
     """h: (B, T, D), pad_mask: (B, T) True at padding; returns (B, D).
-    `max` keeps each feature's largest value (CNN text classifiers); `last` is the state of the last real token: the one pooling that suits a causal encoder."""
+    `max` keeps each feature's largest value (CNN text classifiers); `last` is the state of
+    the last real token: the one pooling that suits a causal encoder."""
     B, T, _ = h.shape
     real = torch.ones(B, T, dtype=torch.bool, device=h.device) if pad_mask is None else ~pad_mask
     if mode == "mean":
