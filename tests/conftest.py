@@ -1,5 +1,6 @@
 """Compose the real configs the way train.py does, shrunk to tiny sizes, writing only to tmp."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -83,6 +84,21 @@ def require_shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture
+def planted_csv(tmp_path: Path) -> Path:
+    """A data=csv folder. train/validation: `good`/`bad` decide the label. test: every positive
+    text holds `qqq`, every negative one `zzz`, tokens train never shows, and nothing else tells
+    them apart: a model or baseline fitted on train alone cannot score above chance there."""
+    root = tmp_path / "planted"
+    root.mkdir()
+    train = [("good film", "pos"), ("bad film", "neg"), ("good plot", "pos"), ("bad plot", "neg")]
+    test = [("the film qqq", "pos")] * 4 + [("the film zzz", "neg")] * 4
+    for name, rows in (("train", train * 6), ("validation", train), ("test", test)):
+        with (root / f"{name}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([("text", "label"), *rows])
+    return root
 
 
 @pytest.fixture

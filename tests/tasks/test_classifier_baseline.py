@@ -13,22 +13,9 @@ from lm_lab.train import run as train
 BASELINE_KEYS = {"val/baseline_acc", "test/baseline_acc", "test/baseline_f1"}
 
 
-def planted_csv(root: Path) -> Path:
-    """train/validation: `good`/`bad` decide the label. test: every positive text holds `qqq`,
-    every negative one `zzz`, tokens train never shows, and nothing else tells them apart."""
-    train = [("good film", "pos"), ("bad film", "neg"), ("good plot", "pos"), ("bad plot", "neg")]
-    test = [("the film qqq", "pos")] * 4 + [("the film zzz", "neg")] * 4
-    for name, rows in (("train", train * 6), ("validation", train), ("test", test)):
-        with (root / f"{name}.csv").open("w", newline="") as f:
-            csv.writer(f).writerows([("text", "label"), *rows])
-    return root
-
-
 @pytest.fixture
-def data(tmp_path: Path) -> tuple[str, str]:
-    root = tmp_path / "data"
-    root.mkdir()
-    return "data=csv", f"data.root={planted_csv(root)}"
+def data(planted_csv: Path) -> tuple[str, str]:
+    return "data=csv", f"data.root={planted_csv}"
 
 
 def test_baseline_is_fitted_on_train_only_and_written_beside_the_model(compose, data):

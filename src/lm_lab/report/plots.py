@@ -52,7 +52,7 @@ def plot_curves(jobs: list[Job], keys: list[str], out_dir: Path) -> list[Path]:
                     markersize=3,
                     label=job_label(job, keys),
                 )
-        _draw_baseline(ax, metric, [(ax.get_xlim(), jobs)])
+        draw_baseline(ax, metric, [(ax.get_xlim(), jobs)])
         ax.set(xlabel="step", ylabel=metric, title=f"{metric} during training")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
@@ -72,7 +72,7 @@ def plot_by_override(jobs: list[Job], keys: list[str], metric: str, out_dir: Pat
             ax.scatter([x] * len(ys), ys, color="tab:blue", alpha=0.5, s=18)
             mean, std = mean_std(ys)
             ax.errorbar([x], [mean], yerr=[std], color="black", capsize=6, marker="_", ms=20)
-        _draw_baseline(
+        draw_baseline(
             ax, metric, [((x - 0.4, x + 0.4), _at(done, key, v)) for x, v in enumerate(values)]
         )
         ax.set_xticks(range(len(values)), [str(v) for v in values], rotation=20)
@@ -94,7 +94,7 @@ def plot_grid(jobs: list[Job], grid: tuple[str, str], metric: str, out_dir: Path
             x, mean, std = zip(*points, strict=True)
             ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, label=f"{col_key}={col}")
     done = [job for job in jobs if job.error is None]
-    _draw_baseline(
+    draw_baseline(
         ax, metric, [((x - 0.4, x + 0.4), _at(done, row_key, r)) for x, r in enumerate(xs)]
     )
     ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=20)
@@ -124,7 +124,7 @@ def baseline_mean(jobs: list[Job], metric: str) -> float | None:
     return None if found is None else found[0]
 
 
-def _draw_baseline(
+def draw_baseline(
     ax: plt.Axes, metric: str, spans: list[tuple[tuple[float, float], list[Job]]]
 ) -> None:
     """A dashed line at the baseline's mean score over each span's jobs (x from, x to)."""

@@ -23,7 +23,12 @@ class Classifier(TaskModule):
     """Pools encoder states over non-pad tokens; reports acc and macro-F1 on val and test."""
 
     def __init__(
-        self, *args: Any, pooling: str = "mean", head_dropout: float = 0.1, **kwargs: Any
+        self,
+        *args: Any,
+        pooling: str = "mean",
+        head_dropout: float = 0.1,
+        label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if not self.label_names:
@@ -31,6 +36,7 @@ class Classifier(TaskModule):
         if pooling not in POOLINGS:
             raise ValueError(f"task.pooling={pooling!r} is not one of {POOLINGS}")
         self.pooling = pooling
+        self.label_smoothing = label_smoothing  # training loss only: eval losses stay comparable
         n_classes = len(self.label_names)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.backbone.d_model, n_classes)
@@ -51,7 +57,8 @@ class Classifier(TaskModule):
         return self.head(self.head_dropout(pool(h, pad_mask, self.pooling)))  # (B, C)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = F.cross_entropy(self(batch["input_ids"], batch["pad_mask"]), batch["labels"])
+        logits = self(batch["input_ids"], batch["pad_mask"])  # (B, C)
+        loss = F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
