@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from lm_lab.build import build_module
 from lm_lab.data.tokenizers import CharTokenizer
 from lm_lab.tasks.pooling import pool
-from lm_lab.utils.checkpoint import build_module
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max", "last", "cls"])
