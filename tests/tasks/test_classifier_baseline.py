@@ -67,3 +67,14 @@ def test_baseline_reaches_the_printed_table_and_the_report(train_cli, data, tmp_
     plots = {p.name for p in (tmp_path / "report" / "plots").iterdir()}
     assert "curves_val_acc.png" in plots
     assert "curves_val_baseline_acc.png" not in plots  # logged once: a dashed line, not a curve
+
+
+@pytest.mark.slow
+def test_baseline_under_ddp_gives_the_same_numbers(train_cli, data, tmp_path):
+    """2 gloo ranks: rank 0 fits, the others receive its numbers; one metrics.json has them."""
+    done = train_cli(*data, "task/baseline=tfidf_lr", "trainer=ddp_sim")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (written,) = (tmp_path / "logs").glob("classify/runs/*/metrics.json")
+    metrics = json.loads(written.read_text())["metrics"]
+    assert metrics["test/baseline_acc"] == 0.5
+    assert metrics["val/baseline_acc"] == 1.0
