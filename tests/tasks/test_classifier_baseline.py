@@ -78,3 +78,12 @@ def test_baseline_under_ddp_gives_the_same_numbers(train_cli, data, tmp_path):
     metrics = json.loads(written.read_text())["metrics"]
     assert metrics["test/baseline_acc"] == 0.5
     assert metrics["val/baseline_acc"] == 1.0
+
+
+def test_a_baseline_name_given_as_a_value_says_how_to_choose_it(compose):
+    from lm_lab.build import build_module
+    from lm_lab.data.tokenizers import CharTokenizer
+
+    cfg = compose("task.baseline=tfidf_lr")
+    with pytest.raises(Exception, match="task/baseline=tfidf_lr"):  # Hydra wraps the ValueError
+        build_module(cfg, CharTokenizer().fit(["ab"]), ["x", "y"])
