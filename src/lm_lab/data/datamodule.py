@@ -4,6 +4,7 @@ classify: labelled examples, right-padded batches {"input_ids", "pad_mask", "lab
 generate: token streams cut into windows {"input_ids", "targets"}; labels, if any, are ignored.
 """
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -12,8 +13,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lm_lab.data.classification import ClassificationDataset, collate, label_names_of
+from lm_lab.data.classification import (
+    TRAINING_SPLIT,
+    ClassificationDataset,
+    collate,
+    label_names_of,
+)
 from lm_lab.data.language_modeling import (
+    SEPARATOR,
     EvalWindows,
     RandomWindows,
     TokenStream,
@@ -21,21 +28,40 @@ from lm_lab.data.language_modeling import (
     cached_token_stream,
 )
 from lm_lab.data.resumable import ResumableLoader, SeededShuffle
+from lm_lab.data.sharding import eval_share, ranks
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
 
 TASKS = ("classify", "generate")
+TRAINED_HEAD = ("the checkpoint's head", "evaluate it on data labelled with those names only")
 LABELLED_DATA = "csv/jsonl/pydoc/sst2/ag_news"
 
 
-def check_count(key: str, value: Any, minimum: int = 1, optional: bool = False) -> None:
-    """Counts in the config must be integers >= minimum (or null where optional)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        hint = " or null" if optional else ""
-        raise ConfigError(f"data.{key}={value!r}: must be an integer >= {minimum}{hint}")
+# the datamodule's counts: key, least value, whether null is allowed (checked by check_counts)
+COUNTS = (
+    ("batch_size", 1, False),
+    ("max_length", 1, False),
+    ("block_size", 2, False),  # a window of one token has nothing to predict from
+    ("train_windows_per_epoch", 1, False),
+    ("eval_windows", 1, True),
+    ("max_train_examples", 1, True),
+    ("num_workers", 0, False),
+)
+
+
+def check_counts(values: Mapping[str, Any]) -> None:
+    """The one check of the data counts (data.<key>): integers >= their least value, or null
+    where allowed. The constructor runs it, and train.py before anything is built."""
+    for key, minimum, optional in COUNTS:
+        if key not in values:
+            continue  # e.g. synthetic data has no max_length
+        value = values[key]
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            hint = " or null" if optional else ""
+            raise ConfigError(f"data.{key}={value!r}: must be an integer >= {minimum}{hint}")
 
 
 class TextDataModule(L.LightningDataModule):
@@ -43,9 +69,13 @@ class TextDataModule(L.LightningDataModule):
     (e.g. from a pretrained checkpoint), and builds the datasets of `task`.
 
     After `setup()`: `tokenizer`, `label_names` (None for generate), `stats` (flat counts such as
-    "train/examples", "validation/dropped_empty_text"), `chars_per_token` (of the validation
-    stream, for bits per character; None for classify) and the dataloaders. Without a test split,
-    testing uses validation (`test_split` says which).
+    "train/examples", "validation/dropped_empty_text", "test/unknown_chars"), `chars_per_token`
+    (split name -> characters per token of that split's stream, for bits per character; empty for
+    classify) and the dataloaders. Without a test split, testing uses validation (`test_split`
+    says which, and `chars_per_token["test"]` is validation's).
+
+    `label_names` given (eval.py: a trained head's order) fixes the label ids by name; labels the
+    head does not know are refused. None: the sorted labels of the training split.
     """
 
     def __init__(
@@ -63,25 +93,30 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 0,
         root: str | None = None,  # the source's folder, if any; named in messages
         cache_dir: str | None = None,  # tokenized LM streams are cached here; None = no cache
+        label_names: list[str] | None = None,  # a trained head's label order; None = from train
     ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ConfigError(f"task={task!r}: the data layer builds one of {', '.join(TASKS)}")
-        for key, value in (("batch_size", batch_size), ("max_length", max_length)):
-            check_count(key, value)
-        check_count("block_size", block_size)
-        check_count("train_windows_per_epoch", train_windows_per_epoch)
-        check_count("eval_windows", eval_windows, optional=True)
-        check_count("max_train_examples", max_train_examples, optional=True)
-        check_count("num_workers", num_workers, minimum=0)
+        check_counts(
+            {
+                "batch_size": batch_size,
+                "max_length": max_length,
+                "block_size": block_size,
+                "train_windows_per_epoch": train_windows_per_epoch,
+                "eval_windows": eval_windows,
+                "max_train_examples": max_train_examples,
+                "num_workers": num_workers,
+            }
+        )
         self.source, self.tokenizer, self.task = source, tokenizer, task
         self.batch_size, self.max_length, self.block_size = batch_size, max_length, block_size
         self.train_windows_per_epoch, self.eval_windows = train_windows_per_epoch, eval_windows
         self.max_train_examples, self.num_workers, self.seed = max_train_examples, num_workers, seed
         self.root, self.cache_dir = root, cache_dir
-        self.label_names: list[str] | None = None
+        self.label_names = label_names
         self.stats: dict[str, int] = {}
-        self.chars_per_token: float | None = None
+        self.chars_per_token: dict[str, float] = {}
         self.test_split = "test"
         self._datasets: dict[str, Dataset] = {}
 
@@ -92,8 +127,9 @@ class TextDataModule(L.LightningDataModule):
         if self._datasets:
             return
         splits = self._load()
-        if not self.tokenizer.is_fitted:
-            self.tokenizer.fit(splits["train"].texts)
+        if not self.tokenizer.is_fitted:  # LM streams join texts by SEPARATOR: fit on it too
+            extra = [SEPARATOR] if self.task == "generate" else []
+            self.tokenizer.fit([*splits["train"].texts, *extra])
         if self.task == "classify":
             self._build_classification(splits)
         else:
@@ -119,17 +155,19 @@ class TextDataModule(L.LightningDataModule):
         return splits
 
     def _build_classification(self, splits: dict[str, Split]) -> None:
-        self.label_names = label_names_of(splits["train"])
-        if len(self.label_names) < 2:
-            raise ConfigError(
-                f"{splits['train'].origin}: classification needs at least 2 labels in the "
-                f"training split, found {self.label_names}; check data.source.label_column"
-            )
+        known_by = TRAINED_HEAD if self.label_names is not None else TRAINING_SPLIT
+        if self.label_names is None:
+            self.label_names = label_names_of(splits["train"])
+            if len(self.label_names) < 2:
+                raise ConfigError(
+                    f"{splits['train'].origin}: classification needs at least 2 labels in the "
+                    f"training split, found {self.label_names}; check data.source.label_column"
+                )
         self.stats["train/labels"] = len(self.label_names)
         for name, split in splits.items():
             budget = self.max_train_examples if name == "train" else None
             dataset = ClassificationDataset.from_split(
-                split, name, self.tokenizer, self.label_names, self.max_length, budget
+                split, name, self.tokenizer, self.label_names, self.max_length, budget, known_by
             )
             if len(dataset) == 0:
                 raise ConfigError(
@@ -146,6 +184,7 @@ class TextDataModule(L.LightningDataModule):
         for name, stream in streams.items():
             self._check_stream(name, stream, splits[name].origin)
             self.stats |= {f"{name}/tokens": len(stream.ids), f"{name}/chars": stream.n_chars}
+            self.stats[f"{name}/unknown_chars"] = self.tokenizer.count_unknown(stream.ids)
         self._datasets["train"] = WindowBatches(streams["train"].ids, self.block_size)
         self.stats["train/windows_per_epoch"] = self.train_windows_per_epoch
         for name in [name for name in streams if name != "train"]:
@@ -154,7 +193,8 @@ class TextDataModule(L.LightningDataModule):
             )
             self._datasets[name] = windows
             self.stats[f"{name}/windows"] = windows.n_windows
-        self.chars_per_token = streams["validation"].chars_per_token
+        self.chars_per_token = {name: stream.chars_per_token for name, stream in streams.items()}
+        self.chars_per_token.setdefault("test", self.chars_per_token[self.test_split])
 
     def _check_stream(self, name: str, stream: TokenStream, origin: str) -> None:
         if len(stream.ids) < self.block_size + 1:
@@ -187,7 +227,7 @@ class TextDataModule(L.LightningDataModule):
         """Data-parallel: each rank trains on its own share of every epoch (see `_ranks`)."""
         self.setup()
         dataset = self._datasets["train"]
-        rank, world = self._ranks()
+        rank, world = ranks(self.trainer)
         if self.task == "classify":
             if world == 1:
                 return self._loader(dataset, sampler=SeededShuffle(len(dataset), self.seed))
@@ -218,22 +258,13 @@ class TextDataModule(L.LightningDataModule):
         evaluation (no gradient sync), and the metrics are summed over ranks (torchmetrics)."""
         self.setup()
         dataset = self._datasets[split]
-        rank, world = self._ranks()
+        rank, world = ranks(self.trainer)
         if world == 1:
             return self._loader(dataset)
         unit = "examples" if self.task == "classify" else "batches of windows"
-        if len(dataset) < world:
-            raise ConfigError(
-                f"trainer.devices: the {split} split has {len(dataset)} {unit} for {world} "
-                f"ranks; every rank needs one: use fewer devices or a smaller data.batch_size"
-            )
+        rows = eval_share(len(dataset), rank, world, f"the {split} split's {unit}")
         rank_zero_info(f"{split}: {len(dataset)} {unit} over {world} ranks, each scored once")
-        return self._loader(dataset, sampler=range(rank, len(dataset), world))
-
-    def _ranks(self) -> tuple[int, int]:
-        """(global rank, world size) of the trainer this datamodule is attached to."""
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return self._loader(dataset, sampler=rows)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         """LM datasets yield whole batches (batch_size=None); classification ones are batched

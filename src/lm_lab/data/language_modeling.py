@@ -8,6 +8,7 @@ cached on disk and memory-mapped, so a large corpus is tokenized once and never 
 """
 
 import hashlib
+import logging
 import math
 import uuid
 from collections.abc import Iterator
@@ -19,10 +20,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lm_lab.data.resumable import EpochSampler
+from lm_lab.data.sharding import rank_batches
 from lm_lab.data.tokenizers import Tokenizer
 
 SEPARATOR = "\n\n"  # between the texts of a multi-text split
 IGNORE = -100  # target value that takes no loss
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,7 +59,8 @@ def cached_token_stream(
     texts: list[str], tokenizer: Tokenizer, cache_dir: str | Path | None
 ) -> TokenStream:
     """`token_stream`, stored under cache_dir/streams/ keyed by a hash of the texts and the
-    tokenizer, and read back memory-mapped on later runs. cache_dir None disables the cache."""
+    tokenizer, and read back memory-mapped on later runs. cache_dir None disables the cache. An
+    unreadable cache file (truncated by a full disk or a kill) is named in a warning and rebuilt."""
     if cache_dir is None:
         return token_stream(texts, tokenizer)
     digest = hashlib.sha256(tokenizer.to_json().encode())
@@ -63,8 +68,11 @@ def cached_token_stream(
         digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
     path = Path(cache_dir) / "streams" / f"{digest.hexdigest()[:32]}.pt"
     if path.is_file():
-        saved = torch.load(path, mmap=True, weights_only=True)
-        return TokenStream(saved["ids"], int(saved["n_chars"]))
+        try:
+            saved = torch.load(path, mmap=True, weights_only=True)
+            return TokenStream(saved["ids"], int(saved["n_chars"]))
+        except Exception as err:  # a broken file fails in many ways; rebuilding fixes all
+            log.warning(f"{path}: unreadable stream cache ({err}); rebuilding it")
     stream = token_stream(texts, tokenizer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # concurrent runs never share a half file
@@ -127,8 +135,7 @@ class RandomWindows(EpochSampler):
 
     def order(self, generator: torch.Generator) -> Iterator[Tensor]:
         starts = torch.randint(self.n_starts, (self.n_windows,), generator=generator)  # all ranks
-        for batch in starts.split(self.batch_size * self.world_size):  # the last may be shorter
-            yield batch.view(self.world_size, -1)[self.rank]  # (B,) this rank's share
+        return rank_batches(starts, self.batch_size, self.rank, self.world_size)
 
 
 class EvalWindows(Dataset):
