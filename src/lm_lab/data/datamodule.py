@@ -4,6 +4,7 @@ classify: labelled examples, right-padded batches {"input_ids", "pad_mask", "lab
 generate: token streams cut into windows {"input_ids", "targets"}; labels, if any, are ignored.
 """
 
+import time
 from functools import partial
 from typing import Any
 
@@ -13,14 +14,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lm_lab.data.classification import ClassificationDataset, collate, label_names_of
-from lm_lab.data.language_modeling import (
-    EvalWindows,
-    RandomWindows,
-    TokenStream,
-    WindowBatches,
-    cached_token_stream,
-)
+from lm_lab.data.language_modeling import EvalWindows, RandomWindows, WindowBatches
+from lm_lab.data.prepare import MemoryCorpus, PreparedCorpus, prepare
 from lm_lab.data.resumable import ResumableLoader, SeededShuffle
+from lm_lab.data.shards import TokenShards
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
@@ -46,6 +43,10 @@ class TextDataModule(L.LightningDataModule):
     "train/examples", "validation/dropped_empty_text"), `chars_per_token` (of the validation
     stream, for bits per character; None for classify) and the dataloaders. Without a test split,
     testing uses validation (`test_split` says which).
+
+    generate: the corpus is prepared once into memory-mapped token shards (`prepare.py`), from
+    the files themselves when the source streams them (`documents.TextFiles`), else from the
+    loaded texts; `stats["train/tokens_seen"]` counts the training tokens fed to the model.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 0,
         root: str | None = None,  # the source's folder, if any; named in messages
         cache_dir: str | None = None,  # tokenized LM streams are cached here; None = no cache
+        num_proc: int | None = None,  # processes tokenizing for char/byte; None = all cores
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -74,16 +76,18 @@ class TextDataModule(L.LightningDataModule):
         check_count("eval_windows", eval_windows, optional=True)
         check_count("max_train_examples", max_train_examples, optional=True)
         check_count("num_workers", num_workers, minimum=0)
+        check_count("num_proc", num_proc, optional=True)
         self.source, self.tokenizer, self.task = source, tokenizer, task
         self.batch_size, self.max_length, self.block_size = batch_size, max_length, block_size
         self.train_windows_per_epoch, self.eval_windows = train_windows_per_epoch, eval_windows
         self.max_train_examples, self.num_workers, self.seed = max_train_examples, num_workers, seed
-        self.root, self.cache_dir = root, cache_dir
+        self.root, self.cache_dir, self.num_proc = root, cache_dir, num_proc
         self.label_names: list[str] | None = None
         self.stats: dict[str, int] = {}
         self.chars_per_token: float | None = None
         self.test_split = "test"
         self._datasets: dict[str, Dataset] = {}
+        self._prepared: PreparedCorpus | None = None  # holds an uncached corpus's folder
 
     # ---- setup ---------------------------------------------------------------------------------
 
@@ -91,13 +95,16 @@ class TextDataModule(L.LightningDataModule):
         """Idempotent: the first call does the work for every stage."""
         if self._datasets:
             return
-        splits = self._load()
-        if not self.tokenizer.is_fitted:
-            self.tokenizer.fit(splits["train"].texts)
+        started = time.perf_counter()
         if self.task == "classify":
+            splits = self._load()
+            if not self.tokenizer.is_fitted:
+                self.tokenizer.fit(splits["train"].texts)
             self._build_classification(splits)
         else:
-            self._build_language_modeling(splits)
+            self._build_language_modeling()
+        self.stats["setup_ms"] = round(1000 * (time.perf_counter() - started))
+        rank_zero_info(f"data setup took {self.stats['setup_ms'] / 1000:.2f}s")
         self._report()
 
     def _load(self) -> dict[str, Split]:
@@ -106,9 +113,7 @@ class TextDataModule(L.LightningDataModule):
             if required not in splits:
                 raise ConfigError(f"data={self._name()}: the source has no {required} split")
         if "test" not in splits:
-            self.test_split = "validation"
-            self.stats["test/from_validation"] = 1
-            rank_zero_info(f"data={self._name()} has no test split: testing on validation")
+            self._test_on_validation()
         if self.task == "classify" and not splits["train"].has_labels:
             raise ConfigError(
                 f"task=classify needs labelled data: data={self._name()} has no labels; "
@@ -117,6 +122,11 @@ class TextDataModule(L.LightningDataModule):
         for name, split in splits.items():
             self.stats |= {f"{name}/{key}": n for key, n in split.stats.items()}
         return splits
+
+    def _test_on_validation(self) -> None:
+        self.test_split = "validation"
+        self.stats["test/from_validation"] = 1
+        rank_zero_info(f"data={self._name()} has no test split: testing on validation")
 
     def _build_classification(self, splits: dict[str, Split]) -> None:
         self.label_names = label_names_of(splits["train"])
@@ -138,29 +148,31 @@ class TextDataModule(L.LightningDataModule):
             self._datasets[name] = dataset
             self.stats |= {f"{name}/{key}": n for key, n in dataset.stats.items()}
 
-    def _build_language_modeling(self, splits: dict[str, Split]) -> None:
-        streams = {
-            name: cached_token_stream(split.texts, self.tokenizer, self.cache_dir)
-            for name, split in splits.items()
-        }
-        for name, stream in streams.items():
-            self._check_stream(name, stream, splits[name].origin)
-            self.stats |= {f"{name}/tokens": len(stream.ids), f"{name}/chars": stream.n_chars}
-        self._datasets["train"] = WindowBatches(streams["train"].ids, self.block_size)
+    def _build_language_modeling(self) -> None:
+        streams_files = hasattr(self.source, "documents")
+        corpus = self.source if streams_files else MemoryCorpus(self._load())
+        prepared = prepare(corpus, self.tokenizer, self.cache_dir, self.num_proc)
+        self.tokenizer, self._prepared = prepared.tokenizer, prepared
+        self.stats |= prepared.stats()
+        if streams_files and "test" not in prepared.splits:
+            self._test_on_validation()
+        shards = {name: prepared.shards(name) for name in prepared.splits}
+        for name, stream in shards.items():
+            self._check_stream(name, stream, self._name())
+        self._datasets["train"] = WindowBatches(shards["train"], self.block_size)
         self.stats["train/windows_per_epoch"] = self.train_windows_per_epoch
-        for name in [name for name in streams if name != "train"]:
-            windows = EvalWindows(
-                streams[name].ids, self.block_size, self.batch_size, self.eval_windows
-            )
+        for name in [name for name in shards if name != "train"]:
+            windows = EvalWindows(shards[name], self.block_size, self.batch_size, self.eval_windows)
             self._datasets[name] = windows
             self.stats[f"{name}/windows"] = windows.n_windows
-        self.chars_per_token = streams["validation"].chars_per_token
+        self.chars_per_token = prepared.chars_per_token("validation")
 
-    def _check_stream(self, name: str, stream: TokenStream, origin: str) -> None:
-        if len(stream.ids) < self.block_size + 1:
+    def _check_stream(self, name: str, stream: TokenShards, origin: str) -> None:
+        longest = int(stream.lengths.max())
+        if longest < self.block_size + 1:
             raise ConfigError(
                 f"data.block_size={self.block_size}: the {name} split ({origin}) has only "
-                f"{len(stream.ids)} tokens; lower data.block_size below {len(stream.ids)}"
+                f"{longest} tokens; lower data.block_size below {longest}"
             )
 
     def _name(self) -> str:
@@ -185,7 +197,7 @@ class TextDataModule(L.LightningDataModule):
             sampler = DistributedSampler(dataset, world, rank, seed=self.seed, drop_last=True)
             return self._loader(dataset, sampler=sampler)
         sampler = RandomWindows(
-            len(dataset.stream),
+            len(dataset) + self.block_size,  # as if the shards' valid starts were one stream
             self.block_size,
             self.batch_size,
             self.train_windows_per_epoch,
@@ -195,6 +207,14 @@ class TextDataModule(L.LightningDataModule):
         )
         self.stats["train/windows_per_epoch"] = sampler.n_windows  # rounded up to fill all ranks
         return self._loader(dataset, sampler=sampler)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Counts the training tokens of every rank (ranks take equal shares)."""
+        trainer = self.trainer
+        if self.task == "generate" and trainer is not None and trainer.training:
+            seen = batch["input_ids"].numel() * trainer.world_size
+            self.stats["train/tokens_seen"] = self.stats.get("train/tokens_seen", 0) + seen
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")

@@ -1,0 +1,168 @@
+"""Token shards on disk: flat binary files of uint16 ids (uint32 past 65,536 ids), a manifest
+that makes them visible, and memory-mapped reading.
+
+A prepared corpus is one folder, `<cache_dir>/corpora/<key>/`, holding `tokenizer.json`,
+`<split>-<n>.bin` shards and `manifest.json`. It is built in a private `<key>.tmp-<host>-<pid>`
+folder, the manifest written last, and the folder renamed into place in one atomic step: a
+reader sees a whole corpus or none, and a preparation killed mid-way leaves only a temporary
+folder that no reader uses (the next preparation on that host deletes it).
+
+Each split's shards, laid end to end, are the split's documents tokenized one by one and joined
+by the ids of `SEPARATOR`, exactly `language_modeling.token_stream`. A shard ends at a document
+boundary once it holds `shard_tokens`; training windows never cross shard boundaries (see
+`language_modeling.WindowBatches`).
+"""
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+FORMAT_VERSION = 1  # bump when the layout of the folder changes
+SEPARATOR = "\n\n"  # between the documents of a split
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned type holding every id: 2 bytes per token up to 65,536 ids."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+class ShardWriter:
+    """Appends the documents of one split, separator between them, to shard files."""
+
+    def __init__(
+        self, folder: Path, split: str, dtype: np.dtype, separator: Sequence[int], shard_tokens: int
+    ) -> None:
+        self.folder, self.split, self.dtype = folder, split, dtype
+        self.separator = np.asarray(separator, dtype=dtype)
+        self.shard_tokens = shard_tokens
+        self.shards: list[dict[str, Any]] = []  # {"file", "tokens"} per closed shard
+        self.documents = self.chars = 0
+        self._file: Any = None
+        self._tokens = 0  # in the open shard
+
+    def add(self, docs: Sequence[Sequence[int]], chars: int) -> int:
+        """Appends the documents (their ids, in order); returns the tokens written."""
+        parts = []
+        for ids in docs:
+            if self.documents:
+                parts.append(self.separator)
+            parts.append(np.asarray(ids, dtype=self.dtype))
+            self.documents += 1
+        if not parts:
+            return 0
+        if self._file is None:
+            name = f"{self.split}-{len(self.shards):05d}.bin"
+            self._file = (self.folder / name).open("wb")
+            self.shards.append({"file": name, "tokens": 0})
+        flat = np.concatenate(parts)
+        flat.tofile(self._file)
+        self._tokens += len(flat)
+        self.chars += chars + len(SEPARATOR) * (len(parts) - len(docs))  # docs + separators
+        if self._tokens >= self.shard_tokens:
+            self.close()
+        return len(flat)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self.shards[-1]["tokens"] = self._tokens
+            self._file, self._tokens = None, 0
+
+    def summary(self) -> dict[str, Any]:
+        self.close()
+        tokens = sum(shard["tokens"] for shard in self.shards)
+        return {
+            "shards": self.shards,
+            "tokens": tokens,
+            "chars": self.chars,
+            "documents": self.documents,
+        }
+
+
+class TokenShards:
+    """A split as one or more 1-D arrays of ids (memory-mapped shards, or one tensor in
+    memory); windows are gathered per batch and only then widened to int64."""
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = arrays
+        self.lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+
+    @classmethod
+    def of(cls, stream: "Tensor | TokenShards") -> "TokenShards":
+        return stream if isinstance(stream, TokenShards) else cls([stream.numpy()])
+
+    @classmethod
+    def open(cls, folder: Path, split: dict[str, Any], dtype: str) -> "TokenShards":
+        return cls([np.memmap(folder / s["file"], dtype=dtype, mode="r") for s in split["shards"]])
+
+    def __len__(self) -> int:
+        return int(self.lengths.sum())
+
+    def windows(self, shard: Tensor, offset: Tensor, width: int) -> Tensor:
+        """Rows of `width` tokens: row i is arrays[shard[i]][offset[i] : offset[i] + width]."""
+        out = torch.empty((len(shard), width), dtype=torch.long)  # (B, width)
+        span = np.arange(width)
+        for s in torch.unique(shard).tolist():
+            rows = shard == s
+            index = offset[rows].numpy()[:, None] + span  # (b, width)
+            out[rows] = torch.from_numpy(self.arrays[s][index].astype(np.int64))
+        return out
+
+
+# ---- the folder of a prepared corpus -------------------------------------------------------
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a complete corpus, or None (absent, half-written or of another format)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if manifest.get("version") == FORMAT_VERSION else None
+
+
+def building_folder(final: Path) -> Path:
+    """A fresh private folder beside `final`; leftovers of dead preparations on this host go."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    for stale in final.parent.glob(f"{final.name}.tmp-{host}-*"):
+        pid = int(stale.name.rsplit("-", 1)[-1])
+        if not pid_alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = final.parent / f"{final.name}.tmp-{host}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def publish(tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
+    """Writes the manifest last and renames the folder into place; when a concurrent
+    preparation got there first, its (identical) corpus is kept and this one dropped."""
+    manifest = {"version": FORMAT_VERSION, **manifest}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    try:
+        tmp.rename(final)
+    except OSError:
+        if read_manifest(final) is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
