@@ -13,11 +13,14 @@ then every rank only reads. Without that, local rank 0 of each node prepares and
 ranks wait for the manifest.
 """
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -214,6 +217,9 @@ def fit_tokenizer(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) ->
     started = time.perf_counter()
     tokenizer.fit(training_sample(corpus, files, tokenizer.train_max_chars))
     seconds = time.perf_counter() - started
+    if not tokenizer.is_fitted:  # e.g. a char tokenizer that saw no text
+        where = getattr(corpus, "root", corpus.name)
+        raise ConfigError(f"data.root={where}: no readable train documents; check the files")
     rank_zero_info(f"tokenizer {tokenizer} fitted in {seconds:.1f}s")
     return seconds
 
@@ -330,11 +336,15 @@ def encoded_chunks(
 
 
 _worker_tokenizer: Tokenizer | None = None
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 def _init_worker(tokenizer_json: str) -> None:
+    """Also asks Linux to end the worker with its parent, so a killed preparation leaves none."""
     global _worker_tokenizer
     _worker_tokenizer = from_json(tokenizer_json)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _encode(texts: list[str], dtype: np.dtype) -> list[np.ndarray]:

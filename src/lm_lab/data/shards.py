@@ -51,26 +51,36 @@ class ShardWriter:
         self._tokens = 0  # in the open shard
 
     def add(self, docs: Sequence[Sequence[int]], chars: int) -> int:
-        """Appends the documents (their ids, in order); returns the tokens written."""
-        parts = []
+        """Appends the documents (their ids, in order); returns the tokens written. A shard
+        closes at the first document boundary past `shard_tokens`."""
+        parts: list[np.ndarray] = []
+        pending = written = separators = 0
         for ids in docs:
             if self.documents:
                 parts.append(self.separator)
+                pending += len(self.separator)
+                separators += 1
             parts.append(np.asarray(ids, dtype=self.dtype))
+            pending += len(parts[-1])
             self.documents += 1
+            if self._tokens + pending >= self.shard_tokens:
+                written += self._write(parts, pending)
+                self.close()
+                parts, pending = [], 0
+        written += self._write(parts, pending)
+        self.chars += chars + len(SEPARATOR) * separators
+        return written
+
+    def _write(self, parts: list[np.ndarray], n_tokens: int) -> int:
         if not parts:
             return 0
         if self._file is None:
             name = f"{self.split}-{len(self.shards):05d}.bin"
             self._file = (self.folder / name).open("wb")
             self.shards.append({"file": name, "tokens": 0})
-        flat = np.concatenate(parts)
-        flat.tofile(self._file)
-        self._tokens += len(flat)
-        self.chars += chars + len(SEPARATOR) * (len(parts) - len(docs))  # docs + separators
-        if self._tokens >= self.shard_tokens:
-            self.close()
-        return len(flat)
+        np.concatenate(parts).tofile(self._file)
+        self._tokens += n_tokens
+        return n_tokens
 
     def close(self) -> None:
         if self._file is not None:
