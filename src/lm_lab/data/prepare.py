@@ -43,6 +43,7 @@ from lm_lab.data.shards import (
     TokenShards,
     building_folder,
     dtype_for,
+    link,
     publish,
     read_manifest,
 )
@@ -161,6 +162,8 @@ def prepare(
     else:
         rank_zero_info(f"prepared corpus found: {final}")
     fitted = tokenizer if tokenizer.is_fitted else load_tokenizer(final / TOKENIZER)
+    if fitted is not tokenizer:  # a later run given this fitted tokenizer (eval.py) finds it too
+        link(final, final.parent / corpus_key(corpus, files, fitted))
     return PreparedCorpus(final, manifest, fitted, keep_alive)
 
 

@@ -13,6 +13,7 @@ boundary once it holds `shard_tokens`; training windows never cross shard bounda
 `language_modeling.WindowBatches`).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -176,3 +177,14 @@ def publish(tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
         if read_manifest(final) is None:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def link(final: Path, alias: Path) -> None:
+    """`alias` -> `final` (a relative symlink, made atomically), unless alias already exists."""
+    if alias.exists() or alias.is_symlink():
+        return
+    tmp = alias.with_name(f"{alias.name}.link-{os.getpid()}")
+    with contextlib.suppress(FileExistsError):
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(final.name)
+        tmp.replace(alias)
