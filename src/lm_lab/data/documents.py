@@ -12,6 +12,7 @@ are skipped and counted by reason; only an empty result is fatal (see `prepare`)
 import glob
 import gzip
 import json
+import os
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -165,11 +166,11 @@ class TextFiles:
         return [self._entry(path, assigned) for path in sorted(set(paths)) if self._wanted(path)]
 
     def _walk(self, folder: Path) -> Iterator[Path]:
-        for path in sorted(folder.rglob("*")):
-            parts = path.relative_to(folder).parts
-            hidden = any(p.startswith(".") or p in self.exclude for p in parts)
-            if path.is_file() and not hidden:
-                yield path
+        """Files under the folder; hidden and excluded folders are not even entered (the
+        stdlib's site-packages can hold far more files than the stdlib itself)."""
+        for parent, folders, names in os.walk(folder):
+            folders[:] = [f for f in folders if not f.startswith(".") and f not in self.exclude]
+            yield from (Path(parent) / name for name in names if not name.startswith("."))
 
     def _wanted(self, path: Path) -> bool:
         if suffix_of(path, self.suffixes) is None:
