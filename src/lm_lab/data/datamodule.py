@@ -63,7 +63,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         root: str | None = None,  # the source's folder, if any; named in messages
-        cache_dir: str | None = None,  # tokenized LM streams are cached here; None = no cache
+        cache_dir: str | None = None,  # LM token shards are prepared here; None = a temp folder
         num_proc: int | None = None,  # processes tokenizing for char/byte; None = all cores
     ) -> None:
         super().__init__()
