@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without `pip install -e .`
 
-from lm_lab.utils.entry import cli, guarded  # noqa: E402
-from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
+from lm_lab.cli.entry import cli, guarded  # noqa: E402
+from lm_lab.cli.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
 

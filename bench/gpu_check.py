@@ -29,10 +29,10 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.fabric.utilities.throughput import get_available_flops  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
+from lm_lab.build import build_module  # noqa: E402
+from lm_lab.cli.resolvers import register_resolvers  # noqa: E402
 from lm_lab.encoders.transformer import TransformerBlock  # noqa: E402
 from lm_lab.train import build_datamodule  # noqa: E402
-from lm_lab.utils.checkpoint import build_module  # noqa: E402
-from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
 
 WARMUP_STEPS = 10  # excluded from the timing: compilation, allocator and NCCL warm-up
 COMPUTE_DTYPE = {

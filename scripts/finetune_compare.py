@@ -29,8 +29,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
+from lm_lab.cli.resolvers import register_resolvers  # noqa: E402
 from lm_lab.train import run  # noqa: E402
-from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
 
 STRATEGIES = ["full", "head", "partial", "lora", "adapter", "bitfit", "prompt", "ia3"]
 ENCODERS = {  # encoder -> size overrides shared by its LM and its classifiers

@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's package, even beside another editable one
 
-from lm_lab.utils.resolvers import register_resolvers  # noqa: E402
+from lm_lab.cli.resolvers import register_resolvers  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TINY = (

@@ -4,7 +4,7 @@ import pytest
 from hydra.utils import instantiate
 
 from lm_lab.encoders.backbone import Backbone
-from lm_lab.utils.sizing import encoder_config
+from lm_lab.sizing import encoder_config
 
 EXPERIMENTS = ["shakespeare_char", "shakespeare_char_bilstm", "shakespeare_char_hybrid"]
 CHAR_VOCAB = 67  # Tiny Shakespeare's 65 characters + pad + unk

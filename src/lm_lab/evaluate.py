@@ -9,10 +9,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lm_lab.build import load_module
+from lm_lab.cli.config import apply_extras, instantiate_dict, print_config_tree
 from lm_lab.eval.modes import MODES
-from lm_lab.utils.checkpoint import load_module
-from lm_lab.utils.config import apply_extras, instantiate_dict, print_config_tree, write_json
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.io import write_json
 
 SPLITS = ("test", "validation")
 

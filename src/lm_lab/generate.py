@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from lm_lab.build import load_module
+from lm_lab.cli.config import apply_extras
 from lm_lab.tasks.language_model import LanguageModel
 from lm_lab.tasks.sampling import generate_text
-from lm_lab.utils.checkpoint import load_module
-from lm_lab.utils.config import apply_extras
 from lm_lab.utils.errors import ConfigError
 
 

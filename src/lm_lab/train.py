@@ -9,15 +9,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lm_lab.build import build_module
+from lm_lab.cli.config import apply_extras, instantiate_dict
+from lm_lab.cli.loggers import finish_wandb, log_config
+from lm_lab.cli.resume import resume_config
+from lm_lab.cli.validate import validate_config
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
 from lm_lab.finetune.transfer import pretrained_tokenizer
-from lm_lab.utils.checkpoint import build_module
-from lm_lab.utils.config import apply_extras, instantiate_dict, write_json
-from lm_lab.utils.loggers import finish_wandb, log_config
-from lm_lab.utils.resume import resume_config
-from lm_lab.utils.sizing import parameter_counts
-from lm_lab.utils.validate import validate_config
+from lm_lab.sizing import parameter_counts
+from lm_lab.utils.io import write_json
 
 
 def build_datamodule(cfg: DictConfig) -> TextDataModule:

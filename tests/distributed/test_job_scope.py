@@ -9,7 +9,7 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict, read_write
 
-from lm_lab.utils.launch import (
+from lm_lab.cli.launch import (
     CHILD_OVERRIDES,
     LAUNCH_ENV,
     external_rank_overrides,

@@ -6,9 +6,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
+from lm_lab.cli.resolvers import auto_precision, env_devices_per_node, env_num_nodes
 from lm_lab.encoders.lstm import LSTMLayer
 from lm_lab.encoders.transformer import TransformerBlock
-from lm_lab.utils.resolvers import auto_precision, env_devices_per_node, env_num_nodes
 
 LAUNCHER_ENV = ("SLURM_NNODES", "SLURM_NTASKS_PER_NODE", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
 

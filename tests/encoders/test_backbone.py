@@ -44,3 +44,16 @@ def test_state_dict_keys_are_grouped_for_transfer():
     keys = build("transformer").state_dict().keys()
     assert {key.split(".")[0] for key in keys} == {"embed", "encoder", "norm"}
     assert build("transformer").embed.weight[PAD].abs().sum() == 0
+
+
+def test_pad_row_gets_gradient_only_through_a_tied_head():
+    """As the docstring says: the lookup never trains the pad row, a tied output head does."""
+    backbone = build("transformer")
+    ids = torch.tensor([[3, 4, PAD]])
+    h = backbone(ids, pad_mask=ids == PAD)  # (1, 3, D)
+    h.sum().backward()  # the lookup alone (a classifier's path)
+    assert backbone.embed.weight.grad[PAD].abs().sum() == 0
+    backbone.zero_grad()
+    logits = backbone(ids, pad_mask=ids == PAD) @ backbone.embed.weight.T  # a LM's tied head
+    torch.nn.functional.cross_entropy(logits[0], torch.tensor([4, 5, 6])).backward()
+    assert backbone.embed.weight.grad[PAD].abs().sum() > 0

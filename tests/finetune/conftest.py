@@ -8,8 +8,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lm_lab.build import build_module
+from lm_lab.checkpoint import CheckpointMeta
 from lm_lab.data.tokenizers import ByteTokenizer
-from lm_lab.utils.checkpoint import build_module
 
 LABELS = ["neg", "neu", "pos"]
 
@@ -37,12 +38,8 @@ def lm_checkpoint(compose: Callable[..., DictConfig], tmp_path: Path) -> Callabl
         tokenizer = ByteTokenizer()
         module = build_module(cfg, tokenizer, None)
         path = tmp_path / "lm.ckpt"
-        lm_lab = {
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "tokenizer": tokenizer.to_json(),
-            "label_names": None,
-        }
-        torch.save({"state_dict": module.state_dict(), "lm_lab": lm_lab}, path)
+        meta = CheckpointMeta(OmegaConf.to_container(cfg, resolve=True), tokenizer.to_json())
+        meta.save(path, module.state_dict())
         return path
 
     return _save

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lm_lab.build import load_module
 from lm_lab.evaluate import run as evaluate
 from lm_lab.train import run as train
-from lm_lab.utils.checkpoint import load_module
 from lm_lab.utils.errors import ConfigError
 
 LIMITS = (

@@ -4,6 +4,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from lm_lab.finetune.lora import LoRA
+
 ENCODERS = ["transformer", "bilstm", "hybrid"]
 
 
@@ -100,3 +102,56 @@ def test_lora_on_the_word_vectors(encoder, classifier, padded_batch):
     assert not torch.allclose(tuned, before)
     ft.merge(module)
     assert torch.allclose(module(ids, pad_mask), tuned, atol=1e-5)
+
+
+def test_lora_update_is_alpha_over_rank_times_b_a():
+    """rank 4, alpha 8, A and B all ones: B @ A is 4 everywhere, the update 8 / 4 * 4 = 8.0
+    (alpha alone would give 32, rslora 8 / sqrt(4) * 4 = 16)."""
+    for rslora, expected in ((False, 8.0), (True, 16.0)):
+        module = torch.nn.Module()
+        module.backbone = torch.nn.Sequential(torch.nn.Linear(3, 2, bias=False))
+        torch.nn.init.zeros_(module.backbone[0].weight)
+        LoRA(rank=4, alpha=8.0, rslora=rslora, targets=["weight"]).apply(module)
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                if "lora_" in name:
+                    param.fill_(1.0)
+        assert torch.equal(module.backbone[0].weight, torch.full((2, 3), expected))
+
+
+def test_lora_dropout_never_gets_merged(classifier, padded_batch):
+    """Merging in training mode folds the update without dropout: merged eval outputs equal the
+    unmerged ones, and unmerging gives the original weights back (to fp32 rounding)."""
+    module, cfg = classifier("finetune=lora", "finetune.dropout=0.5", "task.head_dropout=0")
+    ft = instantiate(cfg.finetune)
+    ft.apply(module)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5 * torch.randn_like(param))
+    originals = {n: p.detach().clone() for n, p in module.named_parameters() if "original" in n}
+    unmerged = module.eval()(*padded_batch)
+    module.train()
+    ft.merge(module)
+    merged = module.eval()(*padded_batch)
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
+    module.train()
+    ft.unmerge(module)
+    for name, param in module.named_parameters():
+        if name in originals:
+            torch.testing.assert_close(param, originals[name], atol=1e-6, rtol=0)
+    torch.testing.assert_close(module.eval()(*padded_batch), unmerged, atol=1e-5, rtol=0)
+
+
+def test_embed_target_is_the_token_embedding_only(classifier):
+    """With positions=learned the position table is an nn.Embedding named `...pos.embed`: the
+    `embed` target must leave it alone."""
+    module, cfg = classifier(
+        "model=transformer", "model.positions=learned", "finetune=lora", "finetune.targets=[embed]"
+    )
+    instantiate(cfg.finetune).apply(module)
+    lora = {n for n, p in module.named_parameters() if "lora_" in n}
+    assert lora == {
+        "backbone.embed.parametrizations.weight.0.lora_A",
+        "backbone.embed.parametrizations.weight.0.lora_B",
+    }

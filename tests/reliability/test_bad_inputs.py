@@ -11,12 +11,12 @@ import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
+from lm_lab.cli.entry import cli, guarded
+from lm_lab.cli.validate import validate_config
 from lm_lab.evaluate import run as evaluate
+from lm_lab.sizing import encoder_config
 from lm_lab.train import run as train
-from lm_lab.utils.entry import cli, guarded
 from lm_lab.utils.errors import ConfigError
-from lm_lab.utils.sizing import encoder_config
-from lm_lab.utils.validate import validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import lm_lab.train
+from lm_lab.callbacks.finite_loss import TrainingDiverged
 from lm_lab.train import run as train
-from lm_lab.utils.finite_loss import TrainingDiverged
 
 # mirrors test_resume.RUN: 4 batches per epoch (test module basenames must stay unique)
 SHORT = (

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from lm_lab.build import build_module
 from lm_lab.data.tokenizers import CharTokenizer
-from lm_lab.utils.checkpoint import build_module
 
 
 @pytest.mark.parametrize("pooling", ["mean", "last", "cls"])

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from lm_lab.build import build_module
 from lm_lab.data.tokenizers import IdTokenizer
 from lm_lab.train import run as train
-from lm_lab.utils.checkpoint import build_module
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -15,8 +15,38 @@ def test_accuracy_counts_only_scored_targets(sparse, compose):
     token_2 = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
     module.head = lambda h: token_2.expand(*h.shape[:-1], 5)  # predicts token 2 everywhere
     targets = torch.tensor([[2, 3, -100, 2]])  # 2 of the 3 scored targets are hit
-    module._update("val", {"input_ids": torch.ones(1, 4, dtype=torch.long), "targets": targets})
+    module.validation_step({"input_ids": torch.ones(1, 4, dtype=torch.long), "targets": targets}, 0)
     assert module.val_acc.compute().item() == pytest.approx(2 / 3)
+
+
+def _predicting_token_2(compose):
+    module = build_module(compose("task=generate"), IdTokenizer(5), None)
+    token_2 = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
+    module.head = lambda h: token_2.expand(*h.shape[:-1], 5)  # predicts token 2 everywhere
+    return module
+
+
+BATCHES = [  # 2 hits of 3 scored targets, then 1 of 1: 3 / 4 over the epoch, not (2/3 + 1) / 2
+    {"input_ids": torch.ones(1, 4, dtype=torch.long), "targets": torch.tensor([[2, 3, -100, 2]])},
+    {"input_ids": torch.ones(1, 4, dtype=torch.long), "targets": torch.tensor([[2] + [-100] * 3])},
+]
+
+
+def test_epoch_accuracy_weights_batches_by_scored_tokens(compose):
+    module = _predicting_token_2(compose)
+    for i, batch in enumerate(BATCHES):
+        module.validation_step(batch, i)
+    assert module.val_acc.compute().item() == pytest.approx(3 / 4)
+
+
+def test_accuracy_synced_over_ranks_weights_by_scored_tokens(compose):
+    """Two ranks, one batch each: the sum of their metric states (what torchmetrics' DDP sync
+    computes) gives 3 / 4 as on one rank."""
+    ranks = [_predicting_token_2(compose) for _ in BATCHES]
+    for rank, batch in zip(ranks, BATCHES, strict=True):
+        rank.validation_step(batch, 0)
+    ranks[0].val_acc.merge_state(ranks[1].val_acc)
+    assert ranks[0].val_acc.compute().item() == pytest.approx(3 / 4)
 
 
 def test_sparse_targets_project_only_the_scored_states_to_the_same_loss(compose):

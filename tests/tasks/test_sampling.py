@@ -4,10 +4,10 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from lm_lab.build import build_module
 from lm_lab.data.tokenizers import CharTokenizer
 from lm_lab.tasks.language_model import LanguageModel
 from lm_lab.tasks.sampling import filter_logits, generate_ids, generate_text, next_token
-from lm_lab.utils.checkpoint import build_module
 from lm_lab.utils.errors import ConfigError
 
 ENCODERS = ["transformer", "bilstm", "hybrid"]

@@ -14,11 +14,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_info
-
 from lm_lab.data import stdlib_docs
 from lm_lab.data.split import Split
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 SPLITS = ("train", "validation", "test")
 CORPUS_VERSION = 1  # bump when the cached JSON layout changes
@@ -89,8 +90,8 @@ class PydocCorpus:
             self._write_cache(splits)
         how = "from cache" if cached else "built"
         seconds = time.perf_counter() - started
-        rank_zero_info(f"pydoc corpus {how} in {seconds:.2f}s ({self.cache_path})")
-        rank_zero_info(describe(splits))
+        log.info(f"pydoc corpus {how} in {seconds:.2f}s ({self.cache_path})")
+        log.info(describe(splits))
         return splits
 
     def assign_splits(self, items: list[tuple[str, str | None]]) -> dict[str, Split]:
@@ -133,7 +134,7 @@ class PydocCorpus:
             tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as err:
-            rank_zero_info(f"pydoc corpus: not cached ({err}); it will be rebuilt next time")
+            log.info(f"pydoc corpus: not cached ({err}); it will be rebuilt next time")
 
 
 def describe(splits: dict[str, Split]) -> str:

@@ -9,8 +9,10 @@ from lm_lab.encoders.base import Encoder, State
 class Backbone(nn.Module):
     """Turns token ids into contextual states (B, T, D) that any task head can read.
 
-    The pad token's embedding is zero and receives no gradient, so padding carries no learned
-    signal; the encoder's pad_mask is still what keeps it away from real positions.
+    The pad token's embedding starts at zero and the lookup gives it no gradient
+    (`padding_idx`); but a language model's head is tied to this table, and its pad logit does
+    train that row, so pad inputs are not zero after LM training. What keeps padding away from
+    real positions is the encoder's pad_mask, never the pad row's value.
     """
 
     def __init__(

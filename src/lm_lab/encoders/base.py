@@ -31,6 +31,7 @@ class Encoder(nn.Module, ABC):
     def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """Encode x (B, T, D) into (B, T, D) under the guarantees above."""
 
+    @abstractmethod
     def forward_step(
         self, x: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None
     ) -> tuple[Tensor, State]:
@@ -40,13 +41,29 @@ class Encoder(nn.Module, ABC):
         `n_pad` (B,) counts left-pad columns per row in a batch of prompts of unequal length:
         only the first call may contain them; each row's positions start at its first real
         token and pad columns never reach a real one. Returns (y (B, t, D), new state).
-
-        This default serves encoders made of an optional input encoding `pos` and `layers`
-        that each have `step(x, state, offset, n_pad) -> (x, state)`.
         """
-        pos = getattr(self, "pos", None)
-        if pos is not None:
-            x = pos(x, token_positions(offset, x.shape[1], n_pad))  # (B, t, D)
+
+
+class LayerStack(Encoder):
+    """An encoder made of an optional input encoding `pos` (added to x, None for none) and
+    `layers`, each with `forward(x, pad_mask, causal)` and `step(x, state, offset, n_pad)`:
+    the Transformer, BiLSTM and hybrid encoders differ only in what they stack."""
+
+    pos: nn.Module | None
+    layers: nn.ModuleList
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        if self.pos is not None:
+            x = self.pos(x)  # (B, T, D)
+        for layer in self.layers:
+            x = layer(x, pad_mask, causal)  # (B, T, D)
+        return x
+
+    def forward_step(
+        self, x: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        if self.pos is not None:
+            x = self.pos(x, token_positions(offset, x.shape[1], n_pad))  # (B, t, D)
         new_state = []
         for layer, layer_state in zip(self.layers, state or [None] * len(self.layers), strict=True):
             x, layer_state = layer.step(x, layer_state, offset, n_pad)  # (B, t, D)

@@ -1,12 +1,12 @@
 """A stack of residual LSTM layers: order comes from recurrence, so it needs no positions."""
 
-from torch import Tensor, nn
+from torch import nn
 
-from lm_lab.encoders.base import Encoder
+from lm_lab.encoders.base import LayerStack
 from lm_lab.encoders.lstm import LSTMLayer
 
 
-class BiLSTMEncoder(Encoder):
+class BiLSTMEncoder(LayerStack):
     """Stacked `LSTMLayer`s; bidirectional unless called causal or built bidirectional=False."""
 
     def __init__(
@@ -19,11 +19,7 @@ class BiLSTMEncoder(Encoder):
         super().__init__()
         self.d_model = d_model
         self.max_len = None
+        self.pos = None  # order comes from the recurrence
         self.layers = nn.ModuleList(
             LSTMLayer(d_model, dropout, bidirectional) for _ in range(n_layers)
         )
-
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        for layer in self.layers:
-            x = layer(x, pad_mask, causal)  # (B, T, D)
-        return x

@@ -1,8 +1,8 @@
 """LSTM layers and attention blocks interleaved by a pattern string, e.g. "LA" or "LLAL"."""
 
-from torch import Tensor, nn
+from torch import nn
 
-from lm_lab.encoders.base import Encoder
+from lm_lab.encoders.base import LayerStack
 from lm_lab.encoders.lstm import LSTMLayer
 from lm_lab.encoders.positions import build_positions
 from lm_lab.encoders.transformer import TransformerBlock, mlp_width
@@ -10,7 +10,7 @@ from lm_lab.encoders.transformer import TransformerBlock, mlp_width
 LAYER_KINDS = {"L": "LSTM layer", "A": "attention + MLP block"}
 
 
-class HybridEncoder(Encoder):
+class HybridEncoder(LayerStack):
     """One layer per pattern letter: `L` an `LSTMLayer`, `A` a `TransformerBlock`.
 
     Positions default to none because the LSTM layers already carry order; any other kind is
@@ -41,10 +41,3 @@ class HybridEncoder(Encoder):
             else TransformerBlock(d_model, n_heads, mlp_width(d_ff, d_model), dropout, rope=rope)
             for letter in pattern
         )
-
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        if self.pos is not None:
-            x = self.pos(x)  # (B, T, D)
-        for layer in self.layers:
-            x = layer(x, pad_mask, causal)  # (B, T, D)
-        return x

@@ -3,7 +3,7 @@
 from torch import Tensor, nn
 
 from lm_lab.encoders.attention import MLP, KVCache, SelfAttention
-from lm_lab.encoders.base import Encoder
+from lm_lab.encoders.base import LayerStack
 from lm_lab.encoders.positions import Rotary, build_positions
 
 
@@ -50,7 +50,7 @@ def mlp_width(d_ff: int | None, d_model: int) -> int:
     return 4 * d_model if d_ff is None else d_ff
 
 
-class TransformerEncoder(Encoder):
+class TransformerEncoder(LayerStack):
     """A stack of pre-norm blocks; positions are added at the input or, for rope, in attention."""
 
     def __init__(
@@ -72,10 +72,3 @@ class TransformerEncoder(Encoder):
             TransformerBlock(d_model, n_heads, mlp_width(d_ff, d_model), dropout, bias, rope)
             for _ in range(n_layers)
         )
-
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        if self.pos is not None:
-            x = self.pos(x)  # (B, T, D)
-        for layer in self.layers:
-            x = layer(x, pad_mask, causal)  # (B, T, D)
-        return x

@@ -24,9 +24,10 @@ from torch import Tensor
 
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
-from lm_lab.eval.tables import markdown_table, save_curve
+from lm_lab.eval.curves import save_curve
 from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.markdown import markdown_table
 
 Example = tuple[str, str]  # (text, label name)
 LogitsFn = Callable[[Tensor], Tensor]  # input ids (B, T) -> next-token logits (B, T, V)

@@ -19,9 +19,9 @@ from omegaconf import DictConfig
 from lm_lab.data.language_modeling import IGNORE, EvalWindows, token_stream
 from lm_lab.data.synthetic import Induction, generate
 from lm_lab.data.tokenizers import Tokenizer
-from lm_lab.eval.tables import markdown_table
 from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.markdown import markdown_table
 
 
 @torch.no_grad()

@@ -2,9 +2,11 @@
 
 The hook replaces a sublayer's output y by y + up(gelu(down(y))); `up` starts at zero, so the
 model is unchanged at init. Targets are module class names: `SelfAttention` and `MLP` (before the
-block's residual add, as in Houlsby) and `LSTMLayer` (after its residual).
+block's residual add, as in Houlsby) and `LSTMLayer` (after its residual). Generation calls a
+sublayer's `step` method, which no forward hook sees, so a target with one gets it wrapped too.
 """
 
+from types import MethodType
 from typing import Any
 
 from torch import Tensor, nn
@@ -32,6 +34,12 @@ def _adapter_hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
     return module.adapter(output)
 
 
+def _adapted_step(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[Tensor, Any]:
+    """The class's `step` (generation), its output through the adapter as `forward`'s is."""
+    y, state = type(module).step(module, *args, **kwargs)  # (B, t, D), the layer's state
+    return module.adapter(y), state
+
+
 class Adapter(Strategy):
     """One `Bottleneck` (as `<sublayer>.adapter`) per module of a `targets` type; they and the
     head train. Every target's output width is the encoder's `d_model`."""
@@ -50,3 +58,5 @@ class Adapter(Strategy):
         for target in modules_of_type(module, self.targets, "finetune.targets"):
             target.adapter = Bottleneck(d_model, self.size)
             target.register_forward_hook(_adapter_hook)
+            if hasattr(target, "step"):  # bound to the instance: a deepcopy rebinds it
+                target.step = MethodType(_adapted_step, target)

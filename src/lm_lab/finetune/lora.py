@@ -16,7 +16,10 @@ from lm_lab.finetune.targets import weight_targets
 
 class LoRAUpdate(Reparam):
     """W -> W + scale * B @ drop(A); zero at init because B is zero, so the model is unchanged.
-    Dropout acts on A's entries: a parametrization sees the weight, not the layer's input."""
+    Dropout acts on A's entries: a parametrization sees the weight, not the layer's input.
+
+    Dropout is training noise on the update, never part of it: `update` (what `merge` folds in
+    and `unmerge` takes out) is the deterministic W + scale * B @ A, in any mode."""
 
     def __init__(
         self, weight: Tensor, rank: int, alpha: float, dropout: float, rslora: bool
@@ -29,9 +32,14 @@ class LoRAUpdate(Reparam):
         self.scale = alpha / math.sqrt(rank) if rslora else alpha / rank
         self.dropout = dropout
 
+    def forward(self, weight: Tensor) -> Tensor:
+        if self.merged or not (self.training and self.dropout):
+            return super().forward(weight)
+        A = F.dropout(self.lora_A, self.dropout)  # (r, in)
+        return weight + self.scale * self.lora_B @ A
+
     def delta(self) -> Tensor:
-        A = F.dropout(self.lora_A, self.dropout, self.training)
-        return self.scale * self.lora_B @ A  # (out, in)
+        return self.scale * self.lora_B @ self.lora_A  # (out, in)
 
     def update(self, weight: Tensor) -> Tensor:
         return weight + self.delta()

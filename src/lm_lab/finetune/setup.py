@@ -9,13 +9,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from lm_lab.checkpoint import CheckpointMeta
 from lm_lab.finetune.base import adapter_state, apply_finetune, base_name, trainable_report
 from lm_lab.finetune.transfer import load_backbone
 from lm_lab.utils.errors import ConfigError
@@ -59,19 +59,18 @@ def save_adapter(module: nn.Module, run_dir: str | Path) -> Path | None:
         return None
     path = Path(run_dir) / "checkpoints" / ADAPTER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"adapter_only": True, "base_keys": sorted(transferred)}
-    lm_lab = {
-        "config": module.run_config,
-        "tokenizer": module.tokenizer.to_json(),
-        "label_names": module.label_names,
-    }
-    torch.save({"state_dict": state, "lm_lab": lm_lab | extra}, path)
+    meta = CheckpointMeta.of(module, adapter_only=True, base_keys=sorted(transferred))
+    meta.save(path, state)
     log.info(f"adapter-only artefact: {path} ({len(state)} of {len(module.state_dict())})")
     return path
 
 
 def restore_adapter(
-    module: nn.Module, cfg: DictConfig, ckpt: dict[str, Any], base_ckpt: str | None
+    module: nn.Module,
+    cfg: DictConfig,
+    ckpt: dict[str, Any],
+    base_keys: list[str],
+    base_ckpt: str | None,
 ) -> None:
     """Base backbone from `base_ckpt` (default: the run's init_from), the strategy, then the
     artefact's state; every key must be accounted for by one of the two."""
@@ -79,7 +78,7 @@ def restore_adapter(
     if not base:
         raise ConfigError("ckpt_path is an adapter-only artefact: pass base_ckpt=<the LM ckpt>")
     transferred = load_backbone(module, base, cfg.model, "base_ckpt" if base_ckpt else "init_from")
-    if transferred != set(ckpt["lm_lab"]["base_keys"]):
+    if transferred != set(base_keys):
         raise ConfigError(f"base_ckpt={base}: its backbone keys differ from those trained on")
     apply_finetune(cfg, module)
     result = module.load_state_dict(ckpt["state_dict"], strict=False)

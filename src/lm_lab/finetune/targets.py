@@ -2,7 +2,8 @@
 
 Weight targets are the 2-D weights inside the backbone of `nn.Linear` (`<module>.weight`, e.g.
 `attn.q`, `mlp.fc`), of the token `nn.Embedding` (`embed.weight`: sentiment and topic live in
-word vectors, so LoRA on them adapts what a frozen encoder cannot) and of `nn.LSTM`
+word vectors, so LoRA on them adapts what a frozen encoder cannot; a learned position table,
+`encoder.pos.embed`, is no target: `embed` must not reach it) and of `nn.LSTM`
 (`<module>.weight_ih_l0`, `<module>.weight_hh_l0`); a pattern is a substring (shell wildcards
 allowed) of the dotted name.
 """
@@ -15,6 +16,7 @@ from lm_lab.finetune.base import BACKBONE
 from lm_lab.utils.errors import ConfigError
 
 LSTM_WEIGHTS = ("weight_ih_l", "weight_hh_l")
+TOKEN_EMBEDDING = f"{BACKBONE}embed"  # the one nn.Embedding that is a weight target
 
 
 def matches(name: str, patterns: list[str]) -> bool:
@@ -30,7 +32,7 @@ def weight_targets(
     for owner_name, owner in module.named_modules():
         if not owner_name.startswith(BACKBONE):
             continue
-        if isinstance(owner, nn.Linear | nn.Embedding):
+        if isinstance(owner, nn.Linear) or owner_name == TOKEN_EMBEDDING:
             weights = ["weight"]
         elif isinstance(owner, nn.LSTM):
             weights = [w for w in owner._flat_weights_names if w.startswith(LSTM_WEIGHTS)]

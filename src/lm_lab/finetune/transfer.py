@@ -13,9 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lm_lab.checkpoint import CheckpointMeta, read_checkpoint, read_meta
 from lm_lab.data.tokenizers import Tokenizer, from_json
 from lm_lab.finetune.base import BACKBONE, group_of
-from lm_lab.utils.checkpoint import read_checkpoint
 from lm_lab.utils.errors import ConfigError
 
 FREE_KEYS = ("dropout", "bidirectional")  # may differ between pretraining and fine-tuning
@@ -27,14 +27,14 @@ def pretrained_tokenizer(cfg: DictConfig) -> Tokenizer | None:
     """The init_from checkpoint's fitted tokenizer (cfg.tokenizer is then ignored), else None."""
     if not cfg.get("init_from"):
         return None
-    tokenizer = from_json(read_checkpoint(cfg.init_from)["lm_lab"]["tokenizer"])
+    tokenizer = from_json(read_meta(cfg.init_from).tokenizer)
     log.info(f"init_from: using the checkpoint's tokenizer {tokenizer}")
     return tokenizer
 
 
 def check_architecture(model_cfg: DictConfig, ckpt: dict[str, Any], path: str) -> None:
     """Every model key but FREE_KEYS must equal the checkpoint's; the error names them all."""
-    saved = ckpt["lm_lab"]["config"].get("model", {})
+    saved = CheckpointMeta.from_checkpoint(ckpt).config.get("model", {})
     ours = OmegaConf.to_container(model_cfg, resolve=True)
     wrong = [
         f"model.{key}={ours.get(key)!r} (checkpoint: {value!r})"

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from lm_lab.utils.entry import FAILED_FILE
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.io import FAILED_FILE
 
 LOWER_IS_BETTER = ("loss", "ppl", "bpc")  # metric name endings; every other metric is maximized
 THROUGHPUT = re.compile(r"tokens?(_per_|/)s(ec)?$")  # e.g. train/tokens_per_s, if a run logs it

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lm_lab.report.jobs import Job
+from lm_lab.utils.markdown import markdown_table
 
 
 def fmt(value: Any) -> str:
@@ -35,13 +36,10 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def report_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_none_\n"
-    columns = columns_of(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows, fmt, columns_of(rows)) + "\n"
 
 
 def write_markdown(
@@ -61,11 +59,11 @@ def write_markdown(
         f"{len(jobs)} jobs, {len(jobs) - len(failed)} finished, {len(failed)} failed. "
         "Validation metrics are the best over the run; `params` counts the backbone "
         "(embedding + encoder).\n",
-        *([f"## {pivot[0]}\n", markdown_table(pivot[1])] if pivot else []),
+        *([f"## {pivot[0]}\n", report_table(pivot[1])] if pivot else []),
         "## Mean ± std over seeds\n",
-        markdown_table(group_rows),
+        report_table(group_rows),
         "## Jobs\n",
-        markdown_table(job_rows),
+        report_table(job_rows),
     ]
     if failed:
         parts += ["## Failed jobs\n", *[f"- `{job.path}`: {job.error}" for job in failed], ""]

@@ -5,8 +5,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
+from lm_lab.checkpoint import KEY, CheckpointMeta
 from lm_lab.encoders.backbone import Backbone
 
 
@@ -21,8 +23,11 @@ def cosine_with_warmup(
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices and embeddings only (as nanoGPT), never on biases or norm gains.
-    Frozen parameters are left out, so fine-tuning strategies need no optimizer of their own."""
+    """Weight decay on matrices and embeddings (every tensor of 2+ dims), never on biases or norm
+    gains. The token embedding is decayed on purpose, as nanoGPT and GPT-2 do: a LM's head is
+    tied to it, so it is the output matrix too, and rare tokens' rows would otherwise keep their
+    early, large updates. Frozen parameters are left out, so fine-tuning strategies need no
+    optimizer of their own."""
     params = [p for p in module.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -33,7 +38,12 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 class TaskModule(L.LightningModule):
-    """Owns what all tasks share, so a task file holds only its head, loss and metrics."""
+    """Owns what all tasks share, so a task file holds only its head, loss and metrics.
+
+    Validation and test run the same code on two sets of metrics, named by stage (`val_loss`,
+    `test_loss`, ...): a task's `eval_step(batch, stage)` updates them, and its `log_epoch(stage)`
+    logs and resets them at the end of the epoch (this one does `<stage>/loss`).
+    """
 
     def __init__(
         self,
@@ -58,6 +68,31 @@ class TaskModule(L.LightningModule):
         self.label_names = list(label_names) if label_names else None
         self.compile_backbone = compile
         self.run_config: dict[str, Any] = {}  # the resolved run config, set by lm_lab.train.run
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    def eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
+        """Update the `stage` ("val" or "test") metrics with one batch."""
+        raise NotImplementedError
+
+    def log_epoch(self, stage: str) -> Tensor:
+        """Log and reset the `stage` metrics; returns the epoch's mean loss."""
+        metric = getattr(self, f"{stage}_loss")
+        loss = metric.compute()
+        metric.reset()
+        self.log(f"{stage}/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")
 
     def configure_model(self) -> None:
         if self.compile_backbone:
@@ -86,11 +121,7 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Everything eval.py and generate.py need travels inside the checkpoint."""
-        checkpoint["lm_lab"] = {
-            "config": self.run_config,
-            "tokenizer": self.tokenizer.to_json(),
-            "label_names": self.label_names,
-        }
+        checkpoint[KEY] = CheckpointMeta.of(self).to_dict()
 
 
 def _fused_supported() -> bool:

@@ -8,7 +8,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
@@ -42,7 +42,6 @@ class Classifier(TaskModule):
         )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.confusion = MulticlassConfusionMatrix(n_classes)
 
     def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
@@ -54,7 +53,7 @@ class Classifier(TaskModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
+    def eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         logits = self(batch["input_ids"], batch["pad_mask"])  # (B, C)
         loss = F.cross_entropy(logits, batch["labels"])
         getattr(self, f"{stage}_loss").update(loss, weight=len(logits))
@@ -62,23 +61,14 @@ class Classifier(TaskModule):
         if stage == "test":
             self.confusion.update(logits, batch["labels"])
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def _log_epoch(self, stage: str) -> None:
-        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss").compute(), prog_bar=True)
+    def log_epoch(self, stage: str) -> Tensor:
+        loss = super().log_epoch(stage)
         self.log_dict(getattr(self, f"{stage}_metrics").compute(), prog_bar=True)
-        getattr(self, f"{stage}_loss").reset()
         getattr(self, f"{stage}_metrics").reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        return loss
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+        super().on_test_epoch_end()
         print_confusion(self.confusion.compute().cpu(), self.label_names)
         self.confusion.reset()
 

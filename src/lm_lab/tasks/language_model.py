@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from lm_lab.data.language_modeling import IGNORE
 from lm_lab.encoders.base import State
 from lm_lab.tasks.base import TaskModule
 
@@ -19,7 +20,6 @@ class LanguageModel(TaskModule):
         super().__init__(*args, **kwargs)
         if not self.causal:
             raise ValueError("task=generate needs task.causal=true: a LM must not see the future")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
         self.sparse_targets = False  # set from the datamodule in setup()
 
@@ -51,46 +51,33 @@ class LanguageModel(TaskModule):
         h = self.backbone(batch["input_ids"], batch.get("pad_mask"), causal=True)  # (B, T, D)
         targets = batch["targets"]  # (B, T)
         if self.sparse_targets:
-            scored = targets != -100  # (B, T)
+            scored = targets != IGNORE  # (B, T)
             h, targets = h[scored], targets[scored]  # (N, D), (N,)
         logits = self.head(h).flatten(0, -2)  # (N, V)
         targets = targets.flatten()  # (N,)
-        return F.cross_entropy(logits, targets, ignore_index=-100), logits, targets
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE), logits, targets
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, _, _ = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._update("val", batch)
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._update("test", batch)
-
-    def _update(self, stage: str, batch: dict[str, Tensor]) -> None:
+    def eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         loss, logits, targets = self.loss(batch)
-        scored = targets != -100  # (N,)
+        scored = targets != IGNORE  # (N,)
         n = scored.sum()
         correct = (logits.argmax(-1) == targets)[scored].float().sum()
         getattr(self, f"{stage}_loss").update(loss, weight=n)
         getattr(self, f"{stage}_acc").update(correct / n.clamp(min=1), weight=n)
 
-    def _log_epoch(self, stage: str) -> None:
+    def log_epoch(self, stage: str) -> Tensor:
         """ppl and bpc come from the epoch's mean loss, not from averaging per-batch values."""
-        metric, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        loss = metric.compute()
-        metric.reset()
-        self.log(f"{stage}/loss", loss, prog_bar=True)
+        loss = super().log_epoch(stage)
+        acc = getattr(self, f"{stage}_acc")
         self.log(f"{stage}/acc", acc.compute())
         acc.reset()
         self.log(f"{stage}/ppl", loss.exp())
         chars_per_token = getattr(self.trainer.datamodule, "chars_per_token", None)
         if chars_per_token:
             self.log(f"{stage}/bpc", loss / math.log(2) / chars_per_token)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+        return loss

@@ -1,0 +1,52 @@
+"""Exact resume: what Lightning leaves out of a checkpoint but a bit-exact continuation needs."""
+
+from typing import Any
+
+import lightning as L
+import torch
+
+STATE_KEY = "lm_lab_resume"  # ExactResume's entry in a checkpoint
+
+
+class ExactResume(L.Callback):
+    """Puts into every checkpoint what Lightning leaves out but an exact resume needs: the torch
+    RNG (dropout) and the training loader's position (`ResumableLoader.state_dict`).
+
+    Lightning saves stateful loaders itself but, in 2.6, never reloads them when the optimizer
+    setup has already built the train loader (`estimated_stepping_batches`, used by the
+    schedule), so the position is restored here, before the first resumed batch is drawn."""
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Tensors and ints only, so `torch.load(weights_only=True)` still reads the checkpoint."""
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        loader = _resumable(trainer.train_dataloader)
+        checkpoint[STATE_KEY] = {
+            "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
+            "train_loader": loader.state_dict() if loader is not None else None,
+        }
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._to_restore = checkpoint.get(STATE_KEY)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._to_restore is None:
+            return
+        state, self._to_restore = self._to_restore, None
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        loader = _resumable(trainer.train_dataloader)
+        if loader is not None and state["train_loader"] is not None:
+            loader.load_state_dict(state["train_loader"])
+
+
+def _resumable(loader: Any) -> Any:
+    """The training DataLoader if it can report and restore its position, else None."""
+    return loader if hasattr(loader, "load_state_dict") else None

@@ -1,0 +1,123 @@
+"""Wraps entry points so a bad input ends in one line that says what to change, and a failed
+job of a multirun is recorded instead of ending the sweep.
+
+Two layers, because Hydra composes the config before our code runs:
+- `cli(main)` around the `@hydra.main` function: unknown keys, unknown config choices and bad
+  override syntax (Hydra's errors, printed by Hydra over several lines with exit code 1);
+- `guarded(run, cfg)` inside it: ConfigError, missing/invalid config values, and constructors
+  that reject a value while Hydra instantiates a config (`model.n_heads=5`).
+Both print `error: <one line>` on stderr and exit with status 2. HYDRA_FULL_ERROR=1 shows the
+whole traceback instead. Inside a multirun, guarded writes any error to <job dir>/failed.json
+and returns None, so the other jobs still run.
+"""
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from hydra.types import RunMode
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities import rank_zero_warn
+from omegaconf.errors import OmegaConfBaseException
+
+from lm_lab.cli.loggers import finish_wandb
+from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.io import FAILED_FILE, write_json
+
+EXIT_BAD_INPUT = 2
+_USER_FULL_ERROR = "LM_LAB_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept while cli() sets it
+
+
+def full_error() -> bool:
+    """Did the user ask for whole tracebacks (HYDRA_FULL_ERROR=1)?"""
+    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+def cli(main: Callable[[], Any]) -> None:
+    """Runs a `@hydra.main` function with Hydra's own errors turned into one line.
+
+    Hydra prints its errors itself unless HYDRA_FULL_ERROR=1, in which case it raises them; so
+    that is set while `main` runs, and the user's own choice is kept for `full_error()`."""
+    before = {name: os.environ.get(name) for name in ("HYDRA_FULL_ERROR", _USER_FULL_ERROR)}
+    os.environ[_USER_FULL_ERROR] = "1" if full_error() else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException, ConfigError) as err:
+        _exit_or_raise(err)
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs `fn(*args)`; bad input exits with status 2 and one line on stderr; in a multirun any
+    error is recorded in failed.json and None returned."""
+    try:
+        return fn(*args)
+    except Exception as err:
+        if in_multirun():
+            record_failure(err)
+            return None
+        if isinstance(err, ConfigError | OmegaConfBaseException | InstantiationException):
+            _exit_or_raise(err)
+        raise
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_failure(err: Exception) -> None:
+    """failed.json holds the one-line error and the traceback; the job's W&B run is closed as
+    failed so the next job opens its own."""
+    finish_wandb(exit_code=1)
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    cause = err
+    while cause.__cause__ is not None:  # Hydra wraps errors raised while instantiating
+        cause = cause.__cause__
+    trace = "".join(traceback.format_exception(err))
+    failure = {"error": one_line(cause) or _first_line(cause), "type": type(cause).__name__}
+    write_json(job_dir / FAILED_FILE, failure | {"traceback": trace})
+    rank_zero_warn(f"job failed, the sweep goes on: {failure['error']} ({job_dir / FAILED_FILE})")
+
+
+def one_line(err: BaseException) -> str | None:
+    """The message to print, or None when the error is not about the input (a bug: re-raise)."""
+    if isinstance(err, InstantiationException):
+        cause = err.__cause__
+        if isinstance(cause, ValueError | MisconfigurationException | OmegaConfBaseException):
+            return one_line(cause)
+        return None
+    if isinstance(err, MissingConfigException) and err.options:
+        options = [o for o in err.options if not o.startswith("_")]  # _base, _sizing: parts
+        return f"{_first_line(err)}; choose one of: {', '.join(options)}"
+    if isinstance(err, OmegaConfBaseException):
+        key = getattr(err, "full_key", None)
+        return f"config key {key}: {_first_line(err)}" if key else _first_line(err)
+    if isinstance(err, HydraException):
+        # e.g. "Could not override 'model.foo'." + "To append to your config use +model.foo=1"
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return " ".join(lines[:2])
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _exit_or_raise(err: BaseException) -> None:
+    message = one_line(err)
+    if full_error() or message is None:
+        raise err
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
