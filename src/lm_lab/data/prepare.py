@@ -8,7 +8,7 @@ BPE (or char) training reads an iterator of training documents capped by the tok
 `train_max_chars`, from files picked evenly across the corpus, never the whole corpus at once.
 
 Once for a cluster (e.g. on a login node), with the overrides of the training run:
-    python -m lm_lab.data.prepare data=text data.root=DIR tokenizer=bpe
+    python -m lm_lab.cli.prepare data=text data.root=DIR tokenizer=bpe
 then every rank only reads. Without that, local rank 0 of each node prepares and the other
 ranks wait for the manifest.
 """
@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections import Counter, deque
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm import tqdm
 
 from lm_lab.data.documents import SPLITS, CorpusFile, Unreadable
@@ -51,6 +49,9 @@ from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer, from_json
 from lm_lab.data.tokenizers import load as load_tokenizer
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 CHUNK_CHARS = 2_000_000  # characters of documents tokenized per batch: bounds the memory
 SHARD_TOKENS = 2**28  # a shard closes at the first document boundary past this many tokens
@@ -160,7 +161,7 @@ def prepare(
             wait_for(final)
         manifest = read_manifest(final)
     else:
-        rank_zero_info(f"prepared corpus found: {final}")
+        log.info(f"prepared corpus found: {final}")
     fitted = tokenizer if tokenizer.is_fitted else load_tokenizer(final / TOKENIZER)
     if fitted is not tokenizer:  # a later run given this fitted tokenizer (eval.py) finds it too
         link(final, final.parent / corpus_key(corpus, files, fitted))
@@ -173,7 +174,7 @@ def wait_for(final: Path) -> None:
         if time.monotonic() - started > WAIT_S:
             raise ConfigError(
                 f"waited {WAIT_S}s for {final / 'manifest.json'}; prepare the corpus first: "
-                "python -m lm_lab.data.prepare <the run's overrides>"
+                "python -m lm_lab.cli.prepare <the run's overrides>"
             )
         time.sleep(1.0)
 
@@ -207,7 +208,7 @@ def build(
         raise
     tokens = sum(s["tokens"] for s in summary["splits"].values())
     mb = summary["bytes"] / 1e6
-    rank_zero_info(
+    log.info(
         f"prepared {summary['files']} files ({mb:.1f} MB, {tokens} tokens) in {seconds:.1f}s: "
         f"{mb / seconds:.2f} MB/s, {tokens / seconds:.0f} tokens/s -> {final}"
     )
@@ -223,7 +224,7 @@ def fit_tokenizer(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) ->
     if not tokenizer.is_fitted:  # e.g. a char tokenizer that saw no text
         where = getattr(corpus, "root", corpus.name)
         raise ConfigError(f"data.root={where}: no readable train documents; check the files")
-    rank_zero_info(f"tokenizer {tokenizer} fitted in {seconds:.1f}s")
+    log.info(f"tokenizer {tokenizer} fitted in {seconds:.1f}s")
     return seconds
 
 
@@ -295,7 +296,7 @@ def read_documents(
         except Unreadable as err:
             skipped[err.reason] += 1
             if skipped[err.reason] <= 3:
-                rank_zero_warn(f"skipped {err} ({err.reason})")
+                log.warning(f"skipped {err} ({err.reason})")
         bar.update(file.size)
 
 
@@ -365,32 +366,3 @@ def check_splits(corpus: Any, summary: dict[str, Any]) -> None:
                 f"data.root={where}: no readable {split} documents (skipped: {skipped}); "
                 f"check the files{more}"
             )
-
-
-# ---- command line --------------------------------------------------------------------------
-
-
-def main(argv: list[str]) -> None:
-    """`python -m lm_lab.data.prepare <overrides>`: the data setup of `train.py <overrides>`,
-    without training, so that every rank of the real run only reads."""
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from lm_lab.utils.entry import cli
-    from lm_lab.utils.resolvers import register_resolvers
-
-    def run() -> None:
-        register_resolvers()
-        conf = Path(os.environ.get("PROJECT_ROOT", Path.cwd())) / "conf"
-        if not conf.is_dir():
-            raise ConfigError(f"{conf}: no conf/ folder; run from the project root")
-        with initialize_config_dir(str(conf.resolve()), version_base="1.3"):
-            cfg = compose("train", argv)
-        datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
-        datamodule.setup("fit")
-
-    cli(run)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
