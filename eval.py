@@ -1,28 +1,21 @@
 """Test a checkpoint with nothing but the checkpoint: `python eval.py ckpt_path=<ckpt>`."""
 
-import os
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # a checkout runs without install
 
-ROOT = Path(__file__).resolve().parent
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without `pip install -e .`
+from omegaconf import DictConfig  # noqa: E402
 
-from lm_lab.cli.entry import cli, guarded  # noqa: E402
-from lm_lab.cli.resolvers import register_resolvers  # noqa: E402
-
-register_resolvers()
+from lm_lab.cli.entry import hydra_entry  # noqa: E402
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra_entry("eval")
 def main(cfg: DictConfig) -> None:
     from lm_lab.evaluate import run
 
-    guarded(run, cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":
-    cli(main)
+    main()

@@ -47,10 +47,9 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
-@pytest.fixture
-def compose(tmp_path: Path) -> Callable[..., DictConfig]:
+def composer(out_dir: Path) -> Callable[..., DictConfig]:
     """compose("model=bilstm", "task=generate", ...) -> the config train.py would see, tiny,
-    with its run dir under tmp_path. `config_name="eval"` composes eval.py's config."""
+    with its run dir under out_dir. `config_name="eval"` composes eval.py's config."""
 
     def _compose(*overrides: str, config_name: str = "train", tiny: bool = True) -> DictConfig:
         GlobalHydra.instance().clear()
@@ -59,21 +58,44 @@ def compose(tmp_path: Path) -> Callable[..., DictConfig]:
             cfg = hydra_compose(config_name, [*extra, *overrides], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.log_dir = str(tmp_path / "logs")
+            cfg.paths.output_dir = str(out_dir / "run")
+            cfg.paths.log_dir = str(out_dir / "logs")
             del cfg["hydra"]
         return cfg
 
-    yield _compose
+    return _compose
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> Callable[..., DictConfig]:
+    """`composer` writing under this test's tmp_path."""
+    yield composer(tmp_path)
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def module_compose(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., DictConfig]:
+    """`composer` for module-scoped fixtures: runs shared by the tests of one module."""
+    yield composer(tmp_path_factory.mktemp("module"))
     GlobalHydra.instance().clear()
 
 
 def require_shared_data(name: str) -> Path:
-    """Skip cleanly where ../shared/data is absent (the data never lives in the repo)."""
+    """../shared/data/<name> (the data never lives in the repo). Where it is absent a developer's
+    test skips, but under CI=true, where the folder always exists, it fails: a moved or missing
+    folder must not turn tests into silent skips. Every test of the shared data uses this."""
     path = SHARED_DATA / name
     if not path.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{path} not found, and CI=true: CI always has ../shared/data")
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture
+def shared_data() -> Callable[[str], Path]:
+    """shared_data("sst2") -> the folder, or a skip (a failure under CI=true): see above."""
+    return require_shared_data
 
 
 @pytest.fixture

@@ -41,6 +41,20 @@ def test_samples_from_a_checkpoint_decode_with_its_tokenizer(checkpoint, compose
     assert [json.loads(line) for line in written] == samples
 
 
+def test_prompt_characters_unseen_in_training_are_counted(checkpoint, compose, tmp_path, caplog):
+    (tmp_path / "prompts.txt").write_text("to bé zz\nthe\n")  # é, z, z: never in training
+    cfg = compose(
+        f"ckpt_path={checkpoint}", f"prompt_file={tmp_path / 'prompts.txt'}", "num_samples=2",
+        "max_new_tokens=3", config_name="generate",
+    )  # fmt: skip
+    cfg.paths.output_dir = str(tmp_path / "sample")
+    samples = generate(cfg)["samples"]
+    assert [s["unknown_chars"] for s in samples] == [3, 3, 0, 0]
+    assert "prompt: 3 character(s) unknown to the checkpoint's tokenizer became UNK, in 1 of 2" in (
+        caplog.text
+    )
+
+
 def test_a_classifier_checkpoint_cannot_generate(compose, tmp_path):
     rows = "text,label\n" + "good film,pos\nbad film,neg\n" * 8
     for split in ("train", "validation"):

@@ -47,19 +47,26 @@ class CheckpointMeta:
         torch.save({"state_dict": state_dict, KEY: self.to_dict()}, path)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Loads a checkpoint on the CPU and checks it carries lm_lab's own state."""
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """Loads a checkpoint on the CPU and checks it carries lm_lab's own state; errors name
+    `key`, the option that gave the path (ckpt_path, init_from, base_ckpt)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file; pass a <run dir>/checkpoints/*.ckpt")
+        raise ConfigError(f"{key}={path}: no such file; pass a <run dir>/checkpoints/*.ckpt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated or foreign files fail in many ways
-        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({err})") from err
+        raise ConfigError(f"{key}={path}: not a readable checkpoint ({err})") from err
     if KEY not in ckpt or "state_dict" not in ckpt:
-        raise ConfigError(f"ckpt_path={path}: not an lm_lab checkpoint (no config/tokenizer in it)")
+        raise ConfigError(f"{key}={path}: not an lm_lab checkpoint (no config/tokenizer in it)")
     return ckpt
 
 
-def read_meta(path: str | Path) -> CheckpointMeta:
-    return CheckpointMeta.from_checkpoint(read_checkpoint(path))
+def saved_step(path: str | Path) -> int | None:
+    """The optimizer step a Lightning checkpoint was saved at (memory-mapped: weights stay on
+    disk); None for a bare checkpoint without trainer state."""
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("global_step")
+
+
+def read_meta(path: str | Path, key: str = "ckpt_path") -> CheckpointMeta:
+    return CheckpointMeta.from_checkpoint(read_checkpoint(path, key))

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lm_lab.build import load_module
 from lm_lab.cli.config import apply_extras, instantiate_dict, print_config_tree
 from lm_lab.eval.modes import MODES
+from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.io import write_json
 
@@ -31,6 +32,14 @@ def data_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
     return merged.data
 
 
+def build_datamodule(data: DictConfig, module: TaskModule) -> L.LightningDataModule:
+    """The data with the checkpoint's tokenizer and, for a classifier, its head's label order:
+    other data (`data=...`) maps its labels to head outputs by name, never by re-sorting its
+    own label set, and a label the head does not know is refused."""
+    head = {} if module.label_names is None else {"label_names": list(module.label_names)}
+    return instantiate(data, tokenizer=module.tokenizer, **head)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Tests `ckpt_path` (or probes it, per `mode`); writes <run dir>/metrics.json and returns
     its content."""
@@ -47,7 +56,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         result = MODES[mode](module, saved, data_config(cfg, saved), cfg)
         write_json(Path(cfg.paths.output_dir) / "metrics.json", result)
         return result
-    datamodule = instantiate(data_config(cfg, saved), tokenizer=module.tokenizer)
+    datamodule = build_datamodule(data_config(cfg, saved), module)
     datamodule.setup("test")
     trainer = instantiate(cfg.trainer, logger=instantiate_dict(cfg.get("logger")) or False)
     if cfg.split == "test":
@@ -56,7 +65,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.validate(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
     out_dir = Path(cfg.paths.output_dir)
-    result = {"metrics": metrics, "ckpt_path": str(cfg.ckpt_path), "split": cfg.split}
+    result = {
+        "metrics": metrics,
+        "data": datamodule.stats,
+        "ckpt_path": str(cfg.ckpt_path),
+        "split": cfg.split,
+    }
     write_json(out_dir / "metrics.json", result)
     rank_zero_info(f"run dir: {out_dir}")
     return result

@@ -11,9 +11,13 @@ from omegaconf import DictConfig
 
 from lm_lab.build import load_module
 from lm_lab.cli.config import apply_extras
+from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.tasks.language_model import LanguageModel
 from lm_lab.tasks.sampling import generate_text
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def unescape(text: str) -> str:
@@ -39,6 +43,20 @@ def read_prompts(cfg: DictConfig) -> list[str]:
     return [prompt for prompt in prompts for _ in range(cfg.num_samples)]
 
 
+def unknown_chars(tokenizer: Tokenizer, prompts: list[str]) -> list[int]:
+    """Characters of each prompt the tokenizer never saw in training: they become UNK, which
+    the model cannot read, so the log counts them (and samples.jsonl keeps the count)."""
+    counts = [tokenizer.count_unknown(tokenizer.encode(prompt)) for prompt in prompts]
+    distinct = dict(zip(prompts, counts, strict=True))  # each prompt once, not num_samples times
+    if any(counts):
+        log.warning(
+            f"prompt: {sum(distinct.values())} character(s) unknown to the checkpoint's "
+            f"tokenizer became UNK, in {sum(map(bool, distinct.values()))} of "
+            f"{len(distinct)} prompt(s)"
+        )
+    return counts
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -56,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     module.to(pick_device(cfg.device))
     prompts = read_prompts(cfg)
+    unknown = unknown_chars(module.tokenizer, prompts)
     stream = cfg.stream and len(prompts) == 1
     if stream:
         print(prompts[0], end="", flush=True)
@@ -74,7 +93,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         use_cache=cfg.use_cache,
     )
     seconds = time.perf_counter() - started
-    samples = [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)]
+    samples = [
+        {"prompt": p, "completion": c, "unknown_chars": n}
+        for p, c, n in zip(prompts, completions, unknown, strict=True)
+    ]
     if stream:
         print()
     else:

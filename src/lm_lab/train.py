@@ -6,19 +6,23 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.build import build_module
+from lm_lab.checkpoint import saved_step
 from lm_lab.cli.config import apply_extras, instantiate_dict
-from lm_lab.cli.loggers import finish_wandb, log_config
+from lm_lab.cli.launch import job_scope
+from lm_lab.cli.loggers import finish_wandb, log_config, log_hparams_results
 from lm_lab.cli.resume import resume_config
-from lm_lab.cli.validate import validate_config
+from lm_lab.cli.run_lock import run_dir_lock
+from lm_lab.cli.validate import check_batches_per_epoch, validate_config
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
 from lm_lab.finetune.transfer import pretrained_tokenizer
 from lm_lab.sizing import parameter_counts
-from lm_lab.utils.io import write_json
+from lm_lab.utils.io import METRICS_FILE, write_json
 
 
 def build_datamodule(cfg: DictConfig) -> TextDataModule:
@@ -30,25 +34,70 @@ def build_datamodule(cfg: DictConfig) -> TextDataModule:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    return instantiate(
-        cfg.trainer,
-        callbacks=instantiate_dict(cfg.get("callbacks")),
-        logger=instantiate_dict(cfg.get("logger")) or False,
-    )
+    """`logger=null` / `logger=[]` runs without a logger (metrics.json is still written); the
+    learning-rate monitor, which has nowhere to write then, is left out."""
+    loggers = instantiate_dict(cfg.get("logger"))
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    if not loggers:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
 def final_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
 
 
+def best_validation(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The best value of the monitored metric, its step and checkpoint; None without validation.
+    `metrics` holds the last values, which are not the best once the model overfits."""
+    callback = trainer.checkpoint_callback
+    if callback is None or callback.best_model_score is None:
+        return None
+    path = callback.best_model_path
+    return {
+        "metric": callback.monitor,
+        "mode": callback.mode,
+        "value": float(callback.best_model_score),
+        "step": saved_step(path),
+        "model_path": path,
+    }
+
+
+def hparams_best(best: dict[str, Any] | None) -> dict[str, float]:
+    return {f"best/{best['metric']}": best["value"]} if best else {}
+
+
+def optimized_value(cfg: DictConfig, result: dict[str, Any]) -> float | None:
+    """What sweepers (Optuna, W&B) optimize: `optimized_metric`, at its best when it is the
+    monitored metric, else its final value (e.g. test/acc of the best checkpoint)."""
+    name = cfg.get("optimized_metric")
+    best = result.get("best") or {}
+    return best["value"] if best.get("metric") == name else result["metrics"].get(name)
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """train.py's job: `run` with this job's DDP ranks scoped to it, even under -m."""
+    with job_scope():
+        result = run(cfg)
+    return optimized_value(cfg, result)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test the best checkpoint; writes <run dir>/metrics.json and returns its content."""
+    """Fit, then test the best checkpoint; writes <run dir>/metrics.json and returns its content:
+    the last `metrics`, the `best` validation value of the monitored metric, counts, time.
+    Bad values fail here, before any data is read; one process at a time writes the run dir."""
     cfg = resume_config(cfg)  # resume=<run dir>: that run's config and its last.ckpt
     validate_config(cfg)
+    with run_dir_lock(cfg.paths.output_dir):
+        return _fit_and_test(cfg)
+
+
+def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
+    check_batches_per_epoch(cfg, len(datamodule.train_dataloader()))
     module = build_module(cfg, datamodule.tokenizer, datamodule.label_names)
     module = prepare_finetune(cfg, module)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -60,19 +109,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = final_metrics(trainer)
+    best = best_validation(trainer)
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer))
         metrics |= final_metrics(trainer)
     save_adapter(module, out_dir)
+    results = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    log_hparams_results(trainer, module.run_config, results | hparams_best(best))
 
     result = {
         "metrics": metrics,
+        "best": best,
         "data": datamodule.stats,
         "params": parameter_counts(module) | module.param_report,  # totals + trainable by group
         "wall_time_s": round(time.perf_counter() - started, 2),
         "run_dir": str(out_dir),
     }
-    write_json(out_dir / "metrics.json", result)
+    write_json(out_dir / METRICS_FILE, result)
     finish_wandb()
     rank_zero_info(f"params: {result['params']}; run dir: {out_dir}")
     return result

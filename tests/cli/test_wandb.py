@@ -41,9 +41,13 @@ def test_offline_unless_an_api_key_is_set(key, offline, compose, monkeypatch):
 def test_offline_run_writes_inside_the_run_dir_with_the_config(wandb_env, compose):
     cfg = compose("logger=wandb", *SHORT)
     train(cfg)
+    assert wandb.run is None  # finished, so the next job opens its own run
+    # finish() returns once the run is marked done, but the service process writes the .wandb
+    # file through a buffer it flushes when it shuts down: read it only after teardown has
+    # waited for that (reading earlier failed 4 times in 6 on a busy machine).
+    wandb.teardown()
     (run_file,) = offline_runs(Path(cfg.paths.output_dir))
     assert b"optimized_metric" in run_file.read_bytes()  # the resolved config was logged
-    assert wandb.run is None  # finished, so the next job opens its own run
 
 
 @pytest.mark.slow

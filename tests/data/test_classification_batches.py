@@ -35,10 +35,11 @@ def test_label_unseen_in_training_names_split_and_label():
 
 def test_dataset_truncates_drops_unlabelled_and_counts():
     tok = CharTokenizer().fit(["abcdefgh"])
-    split = Split(["abcdefgh", "ab", "cd", "efg"], ["x", None, "y", "x"])
+    split = Split(["abcdefgh", "ab", "cz", "éfz"], ["x", None, "y", "x"])  # z, é: unseen
     ds = ClassificationDataset.from_split(split, "train", tok, ["x", "y"], max_length=4)
     assert len(ds) == 3
     assert [len(ids) for ids, _ in ds] == [4, 2, 3]
+    assert ds.token_ids[1].tolist() == [tok.encode("c")[0], tok.unk_id]
     assert [label for _, label in ds] == [0, 1, 0]
     assert ds.stats == {
         "examples": 3,
@@ -46,6 +47,7 @@ def test_dataset_truncates_drops_unlabelled_and_counts():
         "dropped_unlabelled": 1,
         "dropped_no_tokens": 0,
         "dropped_over_budget": 0,
+        "unknown_chars": 3,
     }
 
 

@@ -106,8 +106,8 @@ def test_nothing_readable_is_one_config_error(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"\xff\xfe bad")
     with pytest.raises(ConfigError, match=r"no readable train documents \(skipped: not_utf8=1\)"):
         prepare(TextFiles(tmp_path), BPETokenizer(300), tmp_path / "c")
-    with pytest.raises(ConfigError, match=r"no readable train documents; check the files"):
-        prepare(TextFiles(tmp_path), CharTokenizer(), tmp_path / "c")  # nothing to fit it on
+    with pytest.raises(ConfigError, match=r"no readable train documents \(skipped: not_utf8=1\)"):
+        prepare(TextFiles(tmp_path), CharTokenizer(), tmp_path / "c")  # fitted on nothing
     with pytest.raises(ConfigError, match=r"data\.root=.*no \.txt/.* files in nope/\*\.txt"):
         TextFiles(tmp_path, train="nope/*.txt", validation="a.txt").files()  # no match at all
 
@@ -257,4 +257,4 @@ def test_datamodule_reports_documents_held_out_and_setup_time(tmp_path):
     assert dm.stats["validation/held_out_documents"] == dm.stats["validation/documents"] > 0
     assert dm.stats["train/documents"] + dm.stats["validation/documents"] == 60
     assert dm.test_split == "validation" and "setup_ms" in dm.stats
-    assert dm.chars_per_token == pytest.approx(1.0)  # one char per token
+    assert dm.chars_per_token == {"train": 1.0, "validation": 1.0, "test": 1.0}  # char: 1 each

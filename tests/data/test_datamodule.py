@@ -55,13 +55,24 @@ def test_classify_batches_follow_the_contract():
 def test_generate_batches_follow_the_contract():
     dm = datamodule("generate")
     dm.setup()
-    assert dm.label_names is None and dm.chars_per_token == 1.0
+    assert dm.label_names is None
+    assert dm.chars_per_token == {"train": 1.0, "validation": 1.0, "test": 1.0}
     train = list(dm.train_dataloader())
     assert len(train) == 5 and train[0]["input_ids"].shape == (4, 8)
     assert torch.equal(train[0]["targets"][:, :-1], train[0]["input_ids"][:, 1:])
     val = next(iter(dm.val_dataloader()))
     assert val["input_ids"].shape == val["targets"].shape == (4, 8)
     assert dm.stats["validation/windows"] > 0 and dm.stats["train/tokens"] > 0
+
+
+@pytest.mark.parametrize("task", ["classify", "generate"])
+def test_characters_unseen_in_training_are_counted_per_split(task):
+    """Training has no v, l, s: each repetition of "of validation" holds 2 of them, 121
+    repetitions (41 + 80); "of test" 1, 123 repetitions. The separator of LM streams is known."""
+    dm = datamodule(task, max_length=1000)
+    dm.setup()
+    counts = [dm.stats[f"{name}/unknown_chars"] for name in ("train", "validation", "test")]
+    assert counts == [0, 242, 123]
 
 
 def test_setup_is_idempotent_and_keeps_a_fitted_tokenizer():

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lm_lab.data.datamodule import TextDataModule
 from lm_lab.data.sources import CsvFiles, JsonlFiles, TextFiles
+from lm_lab.data.tokenizers import CharTokenizer
 from lm_lab.utils.errors import ConfigError
 
 
@@ -106,3 +108,49 @@ def test_missing_root_or_file_names_data_root(tmp_path):
     (tmp_path / "validation.txt").write_text("text")
     with pytest.raises(ConfigError, match=r"data\.source\.test=test\.txt"):
         TextFiles(tmp_path, test="test.txt").load()
+
+
+def test_csv_row_with_more_fields_than_the_header_is_dropped_and_counted(tmp_path, caplog):
+    csv_folder(tmp_path)
+    rows = "text,label\ngood film,pos\nbad,film,neg\nfine,pos,,\nawful,neg\n"
+    (tmp_path / "train.csv").write_text(rows)  # rows 2, 3: an unquoted comma, a trailing one
+    train = CsvFiles(tmp_path).load()["train"]
+    assert train.texts == ["good film", "awful"] and train.labels == ["pos", "neg"]
+    assert train.stats == {"read": 4, "dropped_empty_text": 0, "dropped_extra_fields": 2}
+    assert "train.csv (row 2): 1 field(s) beyond the header" in caplog.text
+
+
+def test_jsonl_labels_that_are_not_names_and_texts_that_are_not_strings_are_dropped(tmp_path):
+    records = [
+        {"text": "a", "label": ["x"]},  # would have become the class "['x']"
+        {"text": "b", "label": True},  # ... "True"
+        {"text": 7, "label": "x"},  # a number is no text
+        {"text": {"t": "c"}, "label": "x"},
+        {"text": "d", "label": 1},  # an integer class id is a name
+        {"text": "e", "label": "y"},
+    ]
+    write_jsonl(tmp_path / "train.jsonl", records)
+    write_jsonl(tmp_path / "validation.jsonl", [{"text": "f", "label": "y"}])
+    train = JsonlFiles(tmp_path).load()["train"]
+    assert train.texts == ["d", "e"] and train.labels == ["1", "y"]
+    dm = TextDataModule(JsonlFiles(tmp_path), CharTokenizer(), "classify")
+    dm.setup()
+    assert dm.label_names == ["1", "y"]  # no class "['x']" or "True"
+    assert dm.stats["train/dropped_label_not_name"] == 2  # in the data report and metrics.json
+    assert train.stats == {
+        "read": 6,
+        "dropped_empty_text": 0,
+        "dropped_label_not_name": 2,
+        "dropped_text_not_string": 2,
+    }
+
+
+def test_a_file_of_malformed_records_only_is_refused(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": False}, {"text": 1, "label": 2}])
+    write_jsonl(tmp_path / "validation.jsonl", [{"text": "f", "label": "y"}])
+    with pytest.raises(
+        ConfigError,
+        match=r"train\.jsonl: no usable record \(1 label_not_name, 1 text_not_string; "
+        r"first: .*train\.jsonl:1: label is bool False",
+    ):
+        JsonlFiles(tmp_path).load()

@@ -1,6 +1,7 @@
 """The built-in corpus: built from this Python's docs, split by hash, labelled by the mapping,
 cached. Built once per test module: the first build imports a few hundred stdlib modules."""
 
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -57,6 +58,13 @@ def test_labels_follow_the_family_mapping():
     assert records["socket.SocketIO"] == "network"
     assert records["math.acos"] == "numeric"
     assert not any(o.startswith(("tkinter", "idlelib", "test.")) for o in records)
+
+
+def test_readme_points_to_the_file_that_holds_the_family_mapping():
+    root = Path(__file__).resolve().parents[2]
+    paragraph = next(p for p in (root / "README.md").read_text().split("\n\n") if "*family*" in p)
+    (path,) = re.findall(r"`(src/lm_lab/[\w/]+\.py)`", paragraph)
+    assert "\nFAMILIES: dict" in (root / path).read_text()
 
 
 def test_second_load_comes_from_the_cache(corpus, cache_dir):

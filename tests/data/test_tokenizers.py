@@ -73,6 +73,22 @@ def test_byte_tokenizer_needs_no_fitting():
     assert tok.encode("é") == list("é".encode())
 
 
+def test_byte_decode_replaces_invalid_utf8_instead_of_failing():
+    """A sampled byte sequence need not be valid UTF-8 (a character cut in half, a stray
+    continuation byte): decode must still return text, one U+FFFD per bad sequence."""
+    tok = ByteTokenizer()
+    assert tok.decode([0xE2, 0x82, 0xAC]) == "\u20ac"  # a whole euro sign
+    assert tok.decode([0xE2, 0x82]) == "\ufffd"  # cut before its last byte
+    assert tok.decode([104, 0xFF, 105, 0x80]) == "h\ufffdi\ufffd"  # never valid, stray byte
+    assert tok.decode([0xF0, 0x9F, 33]) == "\ufffd!"  # a cut 4-byte character, then "!"
+
+
+def test_char_tokenizer_counts_unknown_ids_others_have_none():
+    tok = CharTokenizer().fit(["abc"])
+    assert tok.count_unknown(tok.encode("abzzy")) == 3
+    assert ByteTokenizer().count_unknown(ByteTokenizer().encode("any text")) == 0
+
+
 def test_bpe_learns_merges_and_respects_vocab_size():
     tok = fitted("bpe")
     assert tok.pad_id == 0 and 257 < tok.vocab_size <= 300

@@ -8,7 +8,8 @@ import torch
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.data.language_modeling import RandomWindows
 from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.synthetic import MQAR, SyntheticDataModule
+from lm_lab.data.tokenizers import CharTokenizer, IdTokenizer
 from lm_lab.utils.errors import ConfigError
 
 
@@ -68,6 +69,35 @@ def test_classification_training_shards_are_disjoint_and_the_remainder_is_counte
     assert not (shares[0] & shares[1]) and not (shares[1] & shares[2])
     assert sum(map(len, shares)) == 39  # 40 examples, 1 left out this epoch (another next epoch)
     assert modules[0].stats["train/dropped_per_epoch_for_equal_ranks"] == 1
+
+
+def synthetic_on_rank(rank: int, world: int, batch_size: int) -> SyntheticDataModule:
+    task = MQAR(vocab_size=64, seq_len=16, num_kv_pairs=2)
+    dm = SyntheticDataModule(
+        task, IdTokenizer(64), "generate", batch_size, train_examples=41, eval_examples=10
+    )
+    dm.trainer = SimpleNamespace(global_rank=rank, world_size=world)
+    return dm
+
+
+def test_synthetic_training_splits_each_global_batch_between_ranks():
+    """MQAR/induction ranks used to train on the same batches: now 2 ranks x 4 = one process x 8,
+    the 41st example sitting out the epoch (counted)."""
+    single = rows(synthetic_on_rank(0, 1, 8).train_dataloader(), "input_ids")
+    modules = [synthetic_on_rank(r, 2, 4) for r in (0, 1)]
+    shares = [list(dm.train_dataloader()) for dm in modules]
+    assert [len(share) for share in shares] == [5, 5]  # 40 of 41 examples, 4 per rank and step
+    merged = [rows([a, b], "input_ids") for a, b in zip(*shares, strict=True)]  # global batches
+    assert sum(merged, []) == single[:40]  # the single process's order, its first 40 examples
+    assert len(set(sum(merged, []))) == 40  # no example twice
+    assert modules[0].stats["train/dropped_per_epoch_for_equal_ranks"] == 1
+
+
+def test_synthetic_evaluation_examples_are_scored_once_across_ranks():
+    everything = sorted(rows(synthetic_on_rank(0, 1, 4).val_dataloader(), "input_ids"))
+    per_rank = [rows(synthetic_on_rank(r, 3, 4).val_dataloader(), "input_ids") for r in range(3)]
+    assert [len(share) for share in per_rank] == [4, 3, 3]
+    assert sorted(sum(per_rank, [])) == everything
 
 
 def test_more_ranks_than_evaluation_batches_fail_fast():

@@ -1,9 +1,14 @@
 """A signal mid-epoch saves the run; `resume=<run dir>` finishes it exactly like an
-uninterrupted run, in the same run dir and the same metrics.csv."""
+uninterrupted run, in the same run dir and the same metrics.csv: also after a signal during a
+validation (which is run again) and after a kill -9 (whose replayed steps are logged once).
+A finished run is never resumed."""
 
 import csv
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,12 +16,15 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import lm_lab.train
+from lm_lab.cli.run_lock import LOCK_FILE
 from lm_lab.train import run as train
+from lm_lab.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +39,8 @@ RUN = (
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",
     "model.dropout=0.1",  # the RNG state must resume too
+    "task.monitor_mode=max",  # generate: the first validation is the best, so best.ckpt tells
+    # whether it counted (classify's val/acc is max already)
 )
 TASKS = {
     "generate": ("task=generate",),
@@ -41,56 +51,150 @@ TASKS = {
 
 
 class SignalAt(L.Callback):
-    """Sends a real signal to this process at the end of optimizer step `step`."""
+    """Sends a real signal to this process at the end of optimizer step `step`, or during the
+    validation after it (at the end of its first batch) with `in_validation`."""
 
-    def __init__(self, step: int, signum: int) -> None:
-        self.step, self.signum = step, signum
+    def __init__(self, step: int, signum: int, in_validation: bool = False) -> None:
+        self.step, self.signum, self.in_validation = step, signum, in_validation
 
     def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and not self.in_validation:
+            os.kill(os.getpid(), self.signum)
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, *args) -> None:
+        if trainer.global_step == self.step and self.in_validation and batch_idx == 0:
             os.kill(os.getpid(), self.signum)
 
 
-def interrupt_at(monkeypatch, step: int, signum: int) -> None:
-    """The first trainer built gets a SignalAt before every other callback."""
+class CopyLastAt(L.Callback):
+    """Keeps a copy of last.ckpt as it is at the start of optimizer step `step`."""
+
+    def __init__(self, step: int, to: Path) -> None:
+        self.step, self.to = step, to
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            shutil.copy(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", self.to)
+
+
+def with_callbacks(monkeypatch, *callbacks: L.Callback) -> None:
+    """The next trainer built gets `callbacks` before every other one."""
     build = lm_lab.train.build_trainer
 
-    def build_with_signal(cfg):
+    def build_with(cfg):
         trainer = build(cfg)
-        trainer.callbacks.insert(0, SignalAt(step, signum))
+        trainer.callbacks[:0] = callbacks
         monkeypatch.setattr(lm_lab.train, "build_trainer", build)
         return trainer
 
-    monkeypatch.setattr(lm_lab.train, "build_trainer", build_with_signal)
+    monkeypatch.setattr(lm_lab.train, "build_trainer", build_with)
 
 
-def train_losses(run_dir: Path) -> list[tuple[str, str]]:
+def rows(run_dir: Path, column: str) -> list[tuple[str, str]]:
+    """(step, value) of every metrics.csv row that has `column`, in file order."""
     with (run_dir / "csv" / "metrics.csv").open() as f:
-        return [(r["step"], r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+        return [(r["step"], r[column]) for r in csv.DictReader(f) if r.get(column)]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def best_step(run_dir: Path) -> int:
+    return torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)["global_step"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(module_compose, tmp_path_factory):
+    """task -> (run dir, metrics) of the run the interrupted ones must equal, run once."""
+    done: dict[str, tuple[Path, dict]] = {}
+
+    def run(task_overrides: tuple[str, ...]) -> tuple[Path, dict]:
+        if task_overrides not in done:
+            cfg = module_compose(*task_overrides, *RUN)
+            cfg.paths.output_dir = str(tmp_path_factory.mktemp("whole"))
+            done[task_overrides] = Path(cfg.paths.output_dir), train(cfg)["metrics"]
+        return done[task_overrides]
+
+    return run
+
+
+def interrupt(compose, monkeypatch, task_overrides, *callbacks: L.Callback) -> Path:
+    """Runs until `callbacks` send a SIGTERM; returns the run dir."""
+    cut = compose(*task_overrides, *RUN)
+    with_callbacks(monkeypatch, *callbacks)
+    with pytest.raises(SystemExit) as stopped:
+        train(cut)
+    assert stopped.value.code == 143
+    run_dir = Path(cut.paths.output_dir)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "metrics.json").exists()  # an unfinished run never looks finished
+    return run_dir
+
+
+def assert_resumes_like(run_dir: Path, whole: tuple[Path, dict], compose) -> None:
+    """resume= finishes the run with the uninterrupted run's metrics, metrics.csv rows (each
+    step once: one logger run, appended) and best checkpoint."""
+    resumed = train(compose(f"resume={run_dir}", tiny=False))
+    assert resumed["run_dir"] == str(run_dir)
+    assert resumed["metrics"] == whole[1]
+    for column in ("train/loss", "val/loss"):
+        assert rows(run_dir, column) == rows(whole[0], column)
+    assert best_step(run_dir) == best_step(whole[0])
 
 
 @pytest.mark.parametrize("task_overrides", TASKS.values(), ids=TASKS.keys())
 def test_interrupted_then_resumed_run_equals_uninterrupted_run(
-    task_overrides, compose, tmp_path, monkeypatch
+    task_overrides, uninterrupted, compose, monkeypatch
 ):
-    overrides = (*task_overrides, *RUN)
-    whole = compose(*overrides)
-    whole.paths.output_dir = str(tmp_path / "whole")
-    expected = train(whole)["metrics"]
+    whole = uninterrupted(task_overrides)
+    run_dir = interrupt(compose, monkeypatch, task_overrides, SignalAt(6, signal.SIGTERM))
+    assert_resumes_like(run_dir, whole, compose)
 
-    cut = compose(*overrides)
-    run_dir = Path(cut.paths.output_dir)
-    interrupt_at(monkeypatch, step=6, signum=signal.SIGTERM)
-    with pytest.raises(SystemExit) as stopped:
-        train(cut)
-    assert stopped.value.code == 143
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert not (run_dir / "metrics.json").exists()  # an unfinished run never looks finished
 
-    resumed = train(compose(f"resume={run_dir}", tiny=False))
-    assert resumed["run_dir"] == str(run_dir)
-    assert resumed["metrics"] == expected
-    assert train_losses(run_dir) == train_losses(tmp_path / "whole")  # one logger run, appended
+def test_sigterm_during_validation_reruns_that_validation(uninterrupted, compose, monkeypatch):
+    """Stopped after the first batch of the epoch-end validation at step 4 (the best one): on
+    resume it runs again, so its metrics.csv row is there and it still picks best.ckpt."""
+    whole = uninterrupted(TASKS["generate"])
+    assert best_step(whole[0]) == 4  # the validation interrupted below
+    signal_in_val = SignalAt(4, signal.SIGTERM, in_validation=True)
+    run_dir = interrupt(compose, monkeypatch, TASKS["generate"], signal_in_val)
+    assert_resumes_like(run_dir, whole, compose)
+
+
+def test_resume_after_kill_9_logs_each_replayed_step_once(
+    uninterrupted, compose, monkeypatch, tmp_path
+):
+    """A kill -9 at step 6 leaves metrics.csv rows up to step 6, the epoch-end last.ckpt of
+    step 4 and a lock file of a dead process; resume replays steps 4.. and logs them once."""
+    whole = uninterrupted(TASKS["generate"])
+    epoch_end = tmp_path / "step4.ckpt"
+    run_dir = interrupt(
+        compose,
+        monkeypatch,
+        TASKS["generate"],
+        CopyLastAt(5, epoch_end),
+        SignalAt(6, signal.SIGTERM),
+    )
+    assert ("5", rows(whole[0], "train/loss")[5][1]) in rows(run_dir, "train/loss")
+    shutil.copy(epoch_end, run_dir / "checkpoints" / "last.ckpt")  # what a kill -9 leaves
+    (run_dir / LOCK_FILE).write_text(f"{socket.gethostname()} {dead_pid()}")
+    assert_resumes_like(run_dir, whole, compose)
+    assert not (run_dir / LOCK_FILE).exists()  # released at the end
+
+
+def test_resume_of_a_finished_run_is_refused(uninterrupted, compose, tmp_path):
+    whole = uninterrupted(TASKS["generate"])
+    metrics = (whole[0] / "metrics.json").read_text()
+    csv_rows = (whole[0] / "csv" / "metrics.csv").read_text()
+    with pytest.raises(ConfigError, match=r"resume=.*: that run already finished"):
+        train(compose(f"resume={whole[0]}", tiny=False))
+    assert (whole[0] / "metrics.json").read_text() == metrics
+    assert (whole[0] / "csv" / "metrics.csv").read_text() == csv_rows
+    assert json.loads(metrics)["run_dir"] == str(whole[0])
 
 
 @pytest.mark.slow

@@ -51,6 +51,17 @@ def test_one_row_per_job_in_job_order_and_failed_kept(multirun):
     assert jobs[1].best_val["val/acc"] == 0.6  # best over the curve, not the final value
 
 
+def test_the_best_comes_from_metrics_json_when_no_csv_logger_ran(tmp_path):
+    """A TensorBoard-only run: the report once gave its last val/acc, 0.481, not its best."""
+    job = make_job(tmp_path, 0, "transformer", 1, [0.481])
+    (job / "csv" / "metrics.csv").unlink()
+    result = json.loads((job / "metrics.json").read_text())
+    result["best"] = {"metric": "val/acc", "mode": "max", "value": 0.572, "step": 30}
+    (job / "metrics.json").write_text(json.dumps(result))
+    (found,) = find_jobs([job])
+    assert found.best_val["val/acc"] == 0.572 and found.test["test/acc"] == pytest.approx(0.381)
+
+
 def test_groups_average_over_seeds_of_finished_jobs(multirun, tmp_path):
     build_report([multirun], tmp_path / "out")
     with (tmp_path / "out" / "groups.csv").open() as f:

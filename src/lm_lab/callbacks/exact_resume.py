@@ -4,13 +4,17 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+from lm_lab.callbacks.csv_logger import AppendingCSVLogger
 
 STATE_KEY = "lm_lab_resume"  # ExactResume's entry in a checkpoint
 
 
 class ExactResume(L.Callback):
     """Puts into every checkpoint what Lightning leaves out but an exact resume needs: the torch
-    RNG (dropout) and the training loader's position (`ResumableLoader.state_dict`).
+    RNG (dropout) and the training loader's position (`ResumableLoader.state_dict`); on load,
+    the CSV logger forgets rows logged after the checkpoint (a kill -9 leaves some behind).
 
     Lightning saves stateful loaders itself but, in 2.6, never reloads them when the optimizer
     setup has already built the train loader (`estimated_stepping_batches`, used by the
@@ -34,6 +38,11 @@ class ExactResume(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self._to_restore = checkpoint.get(STATE_KEY)
+        if trainer.state.fn != TrainerFn.FITTING:
+            return  # testing the best checkpoint replays nothing
+        for logger in trainer.loggers:  # rows of the steps about to be replayed go
+            if isinstance(logger, AppendingCSVLogger):
+                logger.resume_at(checkpoint["global_step"])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._to_restore is None:

@@ -7,6 +7,10 @@ whole training state (weights, optimizer, schedule, loop and data position, RNG)
 <run dir>/checkpoints/last.ckpt, prints the command that resumes the run, and makes the process
 exit with 128 + the signal number (143 for SIGTERM, 130 for SIGINT). A second Ctrl-C stops at
 once, without a checkpoint.
+
+A signal during a validation stops it between two batches; its partial metrics are lost, so the
+checkpoint records that validation as not yet run, and `resume=` runs it again from its first
+batch (its row in metrics.csv and its say in best.ckpt come back).
 """
 
 import signal
@@ -16,7 +20,8 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.loops.progress import _BatchProgress
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -49,6 +54,12 @@ class GracefulStop(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_sigint()
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The batch `_mark_validation_unstarted` left in flight is the one starting now."""
+        total = trainer.fit_loop.epoch_loop.val_loop.batch_progress.total
+        if trainer.state.fn == TrainerFn.FITTING and total.started > total.processed:
+            total.ready = total.started = total.processed
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, err: Any) -> None:
         self._restore_sigint()
         if not isinstance(err, SIGTERMException):
@@ -56,6 +67,8 @@ class GracefulStop(L.Callback):
         signum = self.received or signal.SIGTERM
         path = self.run_dir / "checkpoints" / "last.ckpt"
         if trainer.state.fn == TrainerFn.FITTING:  # while testing, last.ckpt is already final
+            if trainer.state.stage == RunningStage.VALIDATING:
+                _mark_validation_unstarted(trainer.fit_loop.epoch_loop.val_loop.batch_progress)
             trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             print(
@@ -71,3 +84,15 @@ class GracefulStop(L.Callback):
         if self._sigint_before is not None:
             signal.signal(signal.SIGINT, self._sigint_before)
             self._sigint_before = None
+
+
+def _mark_validation_unstarted(progress: _BatchProgress) -> None:
+    """Rolls the validation loop back to its start, with one batch in flight: the state Lightning
+    reads on resume as "interrupted mid-validation", which makes it run that validation again
+    (from batch 0, since no batch counts as done). Without this, Lightning sees the training
+    batch before it as the last thing done and skips the validation for good."""
+    done = progress.current.completed
+    for counts in (progress.total, progress.current):
+        before = counts.completed - done  # batches of earlier validations
+        counts.processed = counts.completed = before
+        counts.ready = counts.started = before + 1

@@ -8,24 +8,37 @@ Two layers, because Hydra composes the config before our code runs:
   that reject a value while Hydra instantiates a config (`model.n_heads=5`).
 Both print `error: <one line>` on stderr and exit with status 2. HYDRA_FULL_ERROR=1 shows the
 whole traceback instead. Inside a multirun, guarded writes any error to <job dir>/failed.json
-and returns None, so the other jobs still run.
+and returns None, so the other jobs still run. `hydra_entry` puts both around a script's job, so
+train.py, eval.py and generate.py share one preamble.
 """
 
+import functools
+import inspect
 import os
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from hydra.errors import (
+    HydraException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_warn
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from lm_lab.cli.launch import external_rank_overrides
 from lm_lab.cli.loggers import finish_wandb
+from lm_lab.cli.resolvers import register_resolvers
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.io import FAILED_FILE, write_json
 
@@ -36,6 +49,44 @@ _USER_FULL_ERROR = "LM_LAB_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept whil
 def full_error() -> bool:
     """Did the user ask for whole tracebacks (HYDRA_FULL_ERROR=1)?"""
     return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+Job = Callable[[DictConfig], Any]
+
+
+def hydra_entry(config_name: str) -> Callable[[Job], Callable[[], None]]:
+    """`@hydra_entry("train")` over a script's `main(cfg)` makes it a command: conf/ beside the
+    script, PROJECT_ROOT set to that folder, the resolvers registered, the job `guarded` and
+    Hydra's own errors turned into one line by `cli`. The job stays defined in the script, so
+    Hydra names the job (and its log file) after the script."""
+
+    def decorate(job: Job) -> Callable[[], None]:
+        root = Path(inspect.getfile(job)).resolve().parent
+        os.environ.setdefault("PROJECT_ROOT", str(root))
+        register_resolvers()
+
+        @functools.wraps(job)
+        def guarded_job(cfg: DictConfig) -> Any:
+            return guarded(job, cfg)
+
+        main = hydra.main(str(root / "conf"), config_name, version_base="1.3")(guarded_job)
+
+        def command() -> None:
+            sys.argv[1:] = null_groups_removed(sys.argv[1:], root / "conf")
+            sys.argv += external_rank_overrides()  # torchrun / srun ranks > 0 write nothing
+            cli(main)
+
+        return command
+
+    return decorate
+
+
+def null_groups_removed(args: list[str], conf_dir: Path) -> list[str]:
+    """`logger=null`, as Lightning-Hydra users type it, means no logger; Hydra rejects a null
+    group choice (a ValueError, not one of its errors), its spelling is `~logger`."""
+    groups = [path.name for path in conf_dir.iterdir() if path.is_dir()]
+    removals = {f"{group}=null": f"~{group}" for group in groups}
+    return [removals.get(arg, arg) for arg in args]
 
 
 def cli(main: Callable[[], Any]) -> None:
@@ -50,12 +101,34 @@ def cli(main: Callable[[], Any]) -> None:
         main()
     except (HydraException, OmegaConfBaseException, ConfigError) as err:
         _exit_or_raise(err)
+    except OSError as err:
+        if not _raised_by_hydra(err):
+            raise
+        _exit_or_raise(
+            ConfigError(
+                f"hydra.run.dir: cannot write {err.filename} ({err.strerror}); set "
+                "hydra.run.dir (or paths.log_dir) to a writable folder"
+            )
+        )
     finally:
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _raised_by_hydra(err: OSError) -> bool:
+    """Hydra creates the run dir and writes .hydra/ in it before the task function runs: an
+    OSError from there (Hydra's own code or the standard library it calls, not the task
+    function) means the run dir cannot be written."""
+    frames = traceback.extract_tb(err.__traceback__)
+    names = [frame.name for frame in frames]
+    if "run_job" not in names:
+        return False
+    after = frames[names.index("run_job") + 1 :]
+    own = (str(Path(hydra.__file__).parent), sysconfig.get_paths()["stdlib"])
+    return bool(after) and after[0].filename.startswith(own)
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:
@@ -97,6 +170,12 @@ def one_line(err: BaseException) -> str | None:
         if isinstance(cause, ValueError | MisconfigurationException | OmegaConfBaseException):
             return one_line(cause)
         return None
+    if isinstance(err, OverrideParseException) and "LexerNoViableAlt" in err.message:
+        key, _, value = err.override.partition("=")  # a character the grammar has no token for
+        return (
+            f"cannot parse the override {err.override!r}: quote the value for Hydra inside the "
+            f"shell's quotes, e.g. '{key}=\"{value}\"' (non-ASCII and special characters)"
+        )
     if isinstance(err, MissingConfigException) and err.options:
         options = [o for o in err.options if not o.startswith("_")]  # _base, _sizing: parts
         return f"{_first_line(err)}; choose one of: {', '.join(options)}"

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import read_meta
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.io import METRICS_FILE
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -22,8 +23,18 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     """`cfg` itself unless cfg.resume names a run dir; then that run's saved config, set to fit
     from its last.ckpt."""
     run_dir = cfg.get("resume")
-    if not run_dir:
+    if run_dir is None:
         return cfg
+    if not isinstance(run_dir, str) or not run_dir:
+        raise ConfigError(
+            f"resume={run_dir!r}: resume= takes the run dir to continue, e.g. "
+            "resume=logs/generate/runs/<stamp> (the dir that printed 'resume with: ...')"
+        )
+    if (Path(run_dir) / METRICS_FILE).is_file():
+        raise ConfigError(
+            f"resume={run_dir}: that run already finished ({METRICS_FILE} is written); "
+            "start a new run, with ckpt_path=<its last.ckpt> to train on from its weights"
+        )
     ckpt = Path(run_dir) / LAST
     if not ckpt.is_file():
         raise ConfigError(

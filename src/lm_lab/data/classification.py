@@ -16,17 +16,27 @@ def label_names_of(train: Split) -> list[str]:
     return sorted({label for label in train.labels or [] if label is not None})
 
 
-def label_ids(split: Split, split_name: str, label_names: list[str]) -> list[int | None]:
-    """Label id per text (None where the text is unlabelled); a class the training split never
-    showed cannot be learnt or scored, so it is an error, not a silent drop."""
+TRAINING_SPLIT = ("the training split", "fix the label or add training examples of it")
+
+
+def label_ids(
+    split: Split,
+    split_name: str,
+    label_names: list[str],
+    known_by: tuple[str, str] = TRAINING_SPLIT,
+) -> list[int | None]:
+    """Label id per text (None where the text is unlabelled), by name: the id of a label is its
+    index in `label_names`. A class outside them (never shown in training, or unknown to a
+    trained head) cannot be learnt or scored, so it is an error, not a silent drop; `known_by`
+    is (who knows the labels, what to do) for that message."""
     index = {name: i for i, name in enumerate(label_names)}
     ids: list[int | None] = []
     for label in split.labels or [None] * len(split.texts):
         if label is not None and label not in index:
+            owner, fix = known_by
             raise ConfigError(
                 f"{split.origin or split_name}: label {label!r} of the {split_name} split never "
-                f"occurs in the training split (labels: {', '.join(label_names)}); "
-                "fix the label or add training examples of it"
+                f"occurs in {owner} (labels: {', '.join(label_names)}); {fix}"
             )
         ids.append(None if label is None else index[label])
     return ids
@@ -52,12 +62,12 @@ class ClassificationDataset(Dataset):
         label_names: list[str],
         max_length: int,
         max_examples: int | None = None,
+        known_by: tuple[str, str] = TRAINING_SPLIT,
     ) -> "ClassificationDataset":
+        labels = label_ids(split, split_name, label_names, known_by)
         pairs = [
             (text, label)
-            for text, label in zip(
-                split.texts, label_ids(split, split_name, label_names), strict=True
-            )
+            for text, label in zip(split.texts, labels, strict=True)
             if label is not None
         ]
         unlabelled = len(split.texts) - len(pairs)
@@ -74,6 +84,7 @@ class ClassificationDataset(Dataset):
             "dropped_unlabelled": unlabelled,
             "dropped_no_tokens": len(pairs) - len(kept),
             "dropped_over_budget": budget_cut,
+            "unknown_chars": sum(tokenizer.count_unknown(ids) for ids, _ in kept),
         }
         return dataset
 

@@ -5,6 +5,7 @@ generate: token streams cut into windows {"input_ids", "targets"}; labels, if an
 """
 
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -13,26 +14,51 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lm_lab.data.classification import ClassificationDataset, collate, label_names_of
+from lm_lab.data.classification import (
+    TRAINING_SPLIT,
+    ClassificationDataset,
+    collate,
+    label_names_of,
+)
 from lm_lab.data.language_modeling import EvalWindows, RandomWindows, WindowBatches
 from lm_lab.data.prepare import MemoryCorpus, PreparedCorpus, prepare
 from lm_lab.data.resumable import ResumableLoader, SeededShuffle
+from lm_lab.data.sharding import eval_share, ranks
 from lm_lab.data.shards import TokenShards
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
 
 TASKS = ("classify", "generate")
+TRAINED_HEAD = ("the checkpoint's head", "evaluate it on data labelled with those names only")
 LABELLED_DATA = "csv/jsonl/pydoc/sst2/ag_news"
 
 
-def check_count(key: str, value: Any, minimum: int = 1, optional: bool = False) -> None:
-    """Counts in the config must be integers >= minimum (or null where optional)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        hint = " or null" if optional else ""
-        raise ConfigError(f"data.{key}={value!r}: must be an integer >= {minimum}{hint}")
+# the datamodule's counts: key, least value, whether null is allowed (checked by check_counts)
+COUNTS = (
+    ("batch_size", 1, False),
+    ("max_length", 1, False),
+    ("block_size", 2, False),  # a window of one token has nothing to predict from
+    ("train_windows_per_epoch", 1, False),
+    ("eval_windows", 1, True),
+    ("max_train_examples", 1, True),
+    ("num_workers", 0, False),
+    ("num_proc", 1, True),
+)
+
+
+def check_counts(values: Mapping[str, Any]) -> None:
+    """The one check of the data counts (data.<key>): integers >= their least value, or null
+    where allowed. The constructor runs it, and train.py before anything is built."""
+    for key, minimum, optional in COUNTS:
+        if key not in values:
+            continue  # e.g. synthetic data has no max_length
+        value = values[key]
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            hint = " or null" if optional else ""
+            raise ConfigError(f"data.{key}={value!r}: must be an integer >= {minimum}{hint}")
 
 
 class TextDataModule(L.LightningDataModule):
@@ -40,9 +66,13 @@ class TextDataModule(L.LightningDataModule):
     (e.g. from a pretrained checkpoint), and builds the datasets of `task`.
 
     After `setup()`: `tokenizer`, `label_names` (None for generate), `stats` (flat counts such as
-    "train/examples", "validation/dropped_empty_text"), `chars_per_token` (of the validation
-    stream, for bits per character; None for classify) and the dataloaders. Without a test split,
-    testing uses validation (`test_split` says which).
+    "train/examples", "validation/dropped_empty_text", "test/unknown_chars"), `chars_per_token`
+    (split name -> characters per token of that split's stream, for bits per character; empty for
+    classify) and the dataloaders. Without a test split, testing uses validation (`test_split`
+    says which, and `chars_per_token["test"]` is validation's).
+
+    `label_names` given (eval.py: a trained head's order) fixes the label ids by name; labels the
+    head does not know are refused. None: the sorted labels of the training split.
 
     generate: the corpus is prepared once into memory-mapped token shards (`prepare.py`), from
     the files themselves when the source streams them (`documents.TextFiles`), else from the
@@ -64,27 +94,32 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 0,
         root: str | None = None,  # the source's folder, if any; named in messages
         cache_dir: str | None = None,  # LM token shards are prepared here; None = a temp folder
+        label_names: list[str] | None = None,  # a trained head's label order; None = from train
         num_proc: int | None = None,  # processes tokenizing for char/byte; None = all cores
     ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ConfigError(f"task={task!r}: the data layer builds one of {', '.join(TASKS)}")
-        for key, value in (("batch_size", batch_size), ("max_length", max_length)):
-            check_count(key, value)
-        check_count("block_size", block_size)
-        check_count("train_windows_per_epoch", train_windows_per_epoch)
-        check_count("eval_windows", eval_windows, optional=True)
-        check_count("max_train_examples", max_train_examples, optional=True)
-        check_count("num_workers", num_workers, minimum=0)
-        check_count("num_proc", num_proc, optional=True)
+        check_counts(
+            {
+                "batch_size": batch_size,
+                "max_length": max_length,
+                "block_size": block_size,
+                "train_windows_per_epoch": train_windows_per_epoch,
+                "eval_windows": eval_windows,
+                "max_train_examples": max_train_examples,
+                "num_workers": num_workers,
+                "num_proc": num_proc,
+            }
+        )
         self.source, self.tokenizer, self.task = source, tokenizer, task
         self.batch_size, self.max_length, self.block_size = batch_size, max_length, block_size
         self.train_windows_per_epoch, self.eval_windows = train_windows_per_epoch, eval_windows
         self.max_train_examples, self.num_workers, self.seed = max_train_examples, num_workers, seed
         self.root, self.cache_dir, self.num_proc = root, cache_dir, num_proc
-        self.label_names: list[str] | None = None
+        self.label_names = label_names
         self.stats: dict[str, int] = {}
-        self.chars_per_token: float | None = None
+        self.chars_per_token: dict[str, float] = {}
         self.test_split = "test"
         self._datasets: dict[str, Dataset] = {}
         self._prepared: PreparedCorpus | None = None  # holds an uncached corpus's folder
@@ -101,7 +136,7 @@ class TextDataModule(L.LightningDataModule):
             if not self.tokenizer.is_fitted:
                 self.tokenizer.fit(splits["train"].texts)
             self._build_classification(splits)
-        else:
+        else:  # the tokenizer is fitted by `prepare`, on a sample of the training documents
             self._build_language_modeling()
         self.stats["setup_ms"] = round(1000 * (time.perf_counter() - started))
         rank_zero_info(f"data setup took {self.stats['setup_ms'] / 1000:.2f}s")
@@ -129,17 +164,19 @@ class TextDataModule(L.LightningDataModule):
         rank_zero_info(f"data={self._name()} has no test split: testing on validation")
 
     def _build_classification(self, splits: dict[str, Split]) -> None:
-        self.label_names = label_names_of(splits["train"])
-        if len(self.label_names) < 2:
-            raise ConfigError(
-                f"{splits['train'].origin}: classification needs at least 2 labels in the "
-                f"training split, found {self.label_names}; check data.source.label_column"
-            )
+        known_by = TRAINED_HEAD if self.label_names is not None else TRAINING_SPLIT
+        if self.label_names is None:
+            self.label_names = label_names_of(splits["train"])
+            if len(self.label_names) < 2:
+                raise ConfigError(
+                    f"{splits['train'].origin}: classification needs at least 2 labels in the "
+                    f"training split, found {self.label_names}; check data.source.label_column"
+                )
         self.stats["train/labels"] = len(self.label_names)
         for name, split in splits.items():
             budget = self.max_train_examples if name == "train" else None
             dataset = ClassificationDataset.from_split(
-                split, name, self.tokenizer, self.label_names, self.max_length, budget
+                split, name, self.tokenizer, self.label_names, self.max_length, budget, known_by
             )
             if len(dataset) == 0:
                 raise ConfigError(
@@ -165,7 +202,8 @@ class TextDataModule(L.LightningDataModule):
             windows = EvalWindows(shards[name], self.block_size, self.batch_size, self.eval_windows)
             self._datasets[name] = windows
             self.stats[f"{name}/windows"] = windows.n_windows
-        self.chars_per_token = prepared.chars_per_token("validation")
+        self.chars_per_token = {name: prepared.chars_per_token(name) for name in shards}
+        self.chars_per_token.setdefault("test", self.chars_per_token[self.test_split])
 
     def _check_stream(self, name: str, stream: TokenShards, origin: str) -> None:
         longest = int(stream.lengths.max())
@@ -189,7 +227,7 @@ class TextDataModule(L.LightningDataModule):
         """Data-parallel: each rank trains on its own share of every epoch (see `_ranks`)."""
         self.setup()
         dataset = self._datasets["train"]
-        rank, world = self._ranks()
+        rank, world = ranks(self.trainer)
         if self.task == "classify":
             if world == 1:
                 return self._loader(dataset, sampler=SeededShuffle(len(dataset), self.seed))
@@ -228,22 +266,13 @@ class TextDataModule(L.LightningDataModule):
         evaluation (no gradient sync), and the metrics are summed over ranks (torchmetrics)."""
         self.setup()
         dataset = self._datasets[split]
-        rank, world = self._ranks()
+        rank, world = ranks(self.trainer)
         if world == 1:
             return self._loader(dataset)
         unit = "examples" if self.task == "classify" else "batches of windows"
-        if len(dataset) < world:
-            raise ConfigError(
-                f"trainer.devices: the {split} split has {len(dataset)} {unit} for {world} "
-                f"ranks; every rank needs one: use fewer devices or a smaller data.batch_size"
-            )
+        rows = eval_share(len(dataset), rank, world, f"the {split} split's {unit}")
         rank_zero_info(f"{split}: {len(dataset)} {unit} over {world} ranks, each scored once")
-        return self._loader(dataset, sampler=range(rank, len(dataset), world))
-
-    def _ranks(self) -> tuple[int, int]:
-        """(global rank, world size) of the trainer this datamodule is attached to."""
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return self._loader(dataset, sampler=rows)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         """LM datasets yield whole batches (batch_size=None); classification ones are batched

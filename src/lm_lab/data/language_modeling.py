@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lm_lab.data.resumable import EpochSampler
+from lm_lab.data.sharding import rank_batches
 from lm_lab.data.shards import SEPARATOR, TokenShards
 from lm_lab.data.tokenizers import Tokenizer
 
@@ -109,8 +110,7 @@ class RandomWindows(EpochSampler):
 
     def order(self, generator: torch.Generator) -> Iterator[Tensor]:
         starts = torch.randint(self.n_starts, (self.n_windows,), generator=generator)  # all ranks
-        for batch in starts.split(self.batch_size * self.world_size):  # the last may be shorter
-            yield batch.view(self.world_size, -1)[self.rank]  # (B,) this rank's share
+        return rank_batches(starts, self.batch_size, self.rank, self.world_size)
 
 
 class EvalWindows(Dataset):

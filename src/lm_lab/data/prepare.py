@@ -16,6 +16,7 @@ ranks wait for the manifest.
 import contextlib
 import ctypes
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -89,7 +90,7 @@ class PreparedCorpus:
         return stats | {"files": m["files"], "ignored_files": m["ignored_files"]}
 
 
-COUNTS = ("documents", "tokens", "chars")
+COUNTS = ("documents", "tokens", "chars", "unknown_chars")
 
 
 class MemoryCorpus:
@@ -219,11 +220,9 @@ def fit_tokenizer(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) ->
     if tokenizer.is_fitted:
         return 0.0
     started = time.perf_counter()
-    tokenizer.fit(training_sample(corpus, files, tokenizer.train_max_chars))
+    sample = training_sample(corpus, files, tokenizer.train_max_chars)
+    tokenizer.fit(itertools.chain(sample, [SEPARATOR]))  # documents are joined by it
     seconds = time.perf_counter() - started
-    if not tokenizer.is_fitted:  # e.g. a char tokenizer that saw no text
-        where = getattr(corpus, "root", corpus.name)
-        raise ConfigError(f"data.root={where}: no readable train documents; check the files")
     log.info(f"tokenizer {tokenizer} fitted in {seconds:.1f}s")
     return seconds
 
@@ -275,7 +274,9 @@ def write_shards(
                 chars = sum(meta[i][1] for i in mine)
                 tokens += writers[split].add([encoded[i] for i in mine], chars)
             bar.set_postfix_str(f"{tokens / max(bar.format_dict['elapsed'], 1e-9):.0f} tokens/s")
-    splits = {s: w.summary() for s, w in writers.items() if w.documents}
+    splits = {
+        s: w.summary() | unknown(folder, w, tokenizer) for s, w in writers.items() if w.documents
+    }
     return {
         "dtype": dtype.name,
         "splits": splits,
@@ -284,6 +285,15 @@ def write_shards(
         "ignored_files": getattr(corpus, "ignored_files", 0),
         "bytes": total,
     }
+
+
+def unknown(folder: Path, writer: ShardWriter, tokenizer: Tokenizer) -> dict[str, int]:
+    """{"unknown_chars": ids standing for characters the tokenizer never saw}: one read of the
+    written shards, page by page (0 for tokenizers without an UNK id)."""
+    if tokenizer.unk_id is None:
+        return {"unknown_chars": 0}
+    arrays = [np.memmap(folder / s["file"], dtype=writer.dtype, mode="r") for s in writer.shards]
+    return {"unknown_chars": sum(int(np.count_nonzero(a == tokenizer.unk_id)) for a in arrays)}
 
 
 def read_documents(
@@ -321,7 +331,9 @@ def encoded_chunks(
     with a bounded number of chunks in flight so memory stays flat."""
     native = type(tokenizer).encode_batch is not Tokenizer.encode_batch
     workers = num_proc or os.cpu_count() or 1
-    if native or workers <= 1:
+    head = list(itertools.islice(chunks, 2))  # a single chunk is not worth starting a pool
+    chunks = itertools.chain(head, chunks)
+    if native or workers <= 1 or len(head) < 2:
         for chunk in chunks:
             yield [(s, len(t)) for s, t in chunk], tokenizer.encode_batch([t for _, t in chunk])
         return

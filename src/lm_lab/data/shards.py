@@ -26,6 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
+
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 FORMAT_VERSION = 1  # bump when the layout of the folder changes
@@ -133,13 +137,20 @@ class TokenShards:
 # ---- the folder of a prepared corpus -------------------------------------------------------
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of a complete corpus, or None (absent, half-written or of another format)."""
+def read_manifest(folder: Path, warn: bool = True) -> dict[str, Any] | None:
+    """The manifest of a complete corpus, or None (absent, or damaged: then named in a warning
+    and the corpus is prepared again)."""
+    path = folder / MANIFEST
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest["version"] == FORMAT_VERSION:
+            return manifest
+    except FileNotFoundError:
         return None
-    return manifest if manifest.get("version") == FORMAT_VERSION else None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if warn:
+            log.warning(f"{path}: unreadable manifest ({err}); preparing the corpus again")
+    return None
 
 
 def building_folder(final: Path) -> Path:
@@ -171,6 +182,8 @@ def publish(tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
     preparation got there first, its (identical) corpus is kept and this one dropped."""
     manifest = {"version": FORMAT_VERSION, **manifest}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    if final.is_dir() and read_manifest(final, warn=False) is None:  # damaged: nobody reads it
+        shutil.rmtree(final, ignore_errors=True)
     try:
         tmp.rename(final)
     except OSError:

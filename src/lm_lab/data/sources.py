@@ -16,9 +16,11 @@ from lm_lab.data.documents import TextFiles
 from lm_lab.data.pydoc_corpus import PydocCorpus
 from lm_lab.data.split import Split
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
 
 __all__ = ["CsvFiles", "JsonlFiles", "PydocCorpus", "Split", "TextFiles"]
 
+log = get_logger(__name__)
 Row = tuple[str, dict[str, Any]]  # (location for messages, e.g. "file.jsonl:12", the record)
 
 
@@ -96,26 +98,61 @@ class RecordFiles:
                     f"columns found: {', '.join(map(str, columns)) or 'none'}"
                 )
 
-    def to_split(self, path: Path, rows: Iterable[Row]) -> Split:
+    def to_split(self, path: Path | str, rows: Iterable[Row]) -> Split:
         """Texts and labels; empty or whitespace-only texts are dropped and counted, an empty
-        label becomes None (usable for language modelling, dropped by classification)."""
+        label becomes None (usable for language modelling, dropped by classification).
+        Malformed records (see `malformed`) are dropped and counted by reason, and the first of
+        each reason is named in a warning; a file with nothing else is refused."""
         texts: list[str] = []
         labels: list[str | None] = []
-        read = empty = 0
+        stats = {"read": 0, "dropped_empty_text": 0}
+        first: dict[str, str] = {}  # reason -> "where: what", its first occurrence
         for where, record in rows:
-            read += 1
+            stats["read"] += 1
             self.check_columns(where, record)
-            text = record[self.text_column]
-            if not str(text or "").strip():
-                empty += 1
+            reason, what = self.malformed(record)
+            if reason:
+                stats[f"dropped_{reason}"] = stats.get(f"dropped_{reason}", 0) + 1
+                first.setdefault(reason, f"{where}: {what}")
                 continue
-            texts.append(str(text))
+            text = record[self.text_column]
+            if text is None or not text.strip():
+                stats["dropped_empty_text"] += 1
+                continue
+            texts.append(text)
             if self.label_column is not None:
                 label = record[self.label_column]
                 labels.append(None if label is None or str(label).strip() == "" else str(label))
-        stats = {"read": read, "dropped_empty_text": empty}
+        self._report_malformed(path, stats, first, kept=len(texts))
         has_labels = self.label_column is not None
         return Split(texts, labels if has_labels else None, origin=str(path), stats=stats)
+
+    def malformed(self, record: dict[Any, Any]) -> tuple[str | None, str]:
+        """(reason, what) when a record cannot be read as meant, else (None, ""): a CSV row with
+        more fields than the header (csv puts the rest under the key None), a text that is not
+        a string, a label that is not a name or an integer id (str() would turn a list or a
+        bool into a class such as "['a']" or "True")."""
+        if record.get(None):
+            return "extra_fields", f"{len(record[None])} field(s) beyond the header"
+        text = record[self.text_column]
+        if text is not None and not isinstance(text, str):
+            return "text_not_string", f"text is {type(text).__name__} {text!r:.40}"
+        label = None if self.label_column is None else record[self.label_column]
+        if label is not None and (isinstance(label, bool) or not isinstance(label, str | int)):
+            return "label_not_name", f"label is {type(label).__name__} {label!r:.40}"
+        return None, ""
+
+    @staticmethod
+    def _report_malformed(
+        path: Path | str, stats: dict[str, int], first: dict[str, str], kept: int
+    ) -> None:
+        if not first:
+            return
+        counts = ", ".join(f"{stats[f'dropped_{reason}']} {reason}" for reason in first)
+        firsts = "; ".join(first.values())
+        if kept == 0:
+            raise ConfigError(f"{path}: no usable record ({counts}; first: {firsts}); fix the file")
+        log.warning(f"{path}: dropped malformed records ({counts}); first: {firsts}")
 
 
 class CsvFiles(RecordFiles):
@@ -132,8 +169,11 @@ class CsvFiles(RecordFiles):
                 if not reader.fieldnames:
                     raise ConfigError(f"{path}: empty file; it needs a header row, e.g. text,label")
                 self.check_columns(f"{path} (header)", reader.fieldnames)
+                row = 0
                 for row, record in enumerate(reader, start=1):
                     yield f"{path} (row {row})", record
+                if row == 0:
+                    raise ConfigError(f"{path}: a header but no rows; add examples below it")
         except UnicodeDecodeError as err:
             raise ConfigError(
                 f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); re-save it as UTF-8"

@@ -9,9 +9,11 @@ LM loss and accuracy measure exactly that. Token 0 is never drawn: it is the pad
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from lm_lab.data.language_modeling import IGNORE
+from lm_lab.data.resumable import ResumableLoader
+from lm_lab.data.sharding import ShuffledBatches, eval_share, ranks
 from lm_lab.data.tokenizers import IdTokenizer
 from lm_lab.utils.errors import ConfigError
 
@@ -148,7 +150,7 @@ class SyntheticDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
         self.sizes = {"train": train_examples, "validation": eval_examples, "test": eval_examples}
         self.label_names: list[str] | None = None
-        self.chars_per_token: float | None = None  # no characters: no bits per character
+        self.chars_per_token: dict[str, float] = {}  # no characters: no bits per character
         self.sparse_targets = True  # few scored positions: the LM projects only those
         self.stats: dict[str, int] = {}
         self._datasets: dict[str, ExampleBatches] = {}
@@ -162,22 +164,27 @@ class SyntheticDataModule(L.LightningDataModule):
             self.stats[f"{split}/examples"] = len(inputs)
             self.stats[f"{split}/scored_tokens"] = int((targets != IGNORE).sum())
 
-    def _loader(self, split: str) -> DataLoader:
-        self.setup()
-        dataset = self._datasets[split]
-        order = (
-            RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
-            if split == "train"
-            else SequentialSampler(dataset)
-        )
-        sampler = BatchSampler(order, self.batch_size, drop_last=False)
-        return DataLoader(dataset, sampler=sampler, batch_size=None)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        """Data-parallel like every datamodule (`sharding.py`): each rank trains on its own
+        share of every global batch; the loader resumes mid-epoch exactly."""
+        self.setup()
+        dataset = self._datasets["train"]
+        rank, world = ranks(self.trainer)
+        sampler = ShuffledBatches(len(dataset), self.batch_size, self.seed, rank, world)
+        if world > 1:
+            self.stats["train/dropped_per_epoch_for_equal_ranks"] = len(dataset) % world
+        return ResumableLoader(dataset, sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation")
+        return self._eval_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        """Rank r scores examples r, r + W, ..., in batches."""
+        self.setup()
+        dataset = self._datasets[split]
+        rows = eval_share(len(dataset), *ranks(self.trainer), f"the {split} split's examples")
+        sampler = BatchSampler(rows, self.batch_size, drop_last=False)
+        return DataLoader(dataset, sampler=sampler, batch_size=None)

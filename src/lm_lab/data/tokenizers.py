@@ -6,12 +6,13 @@ three, and `decode` drops it.
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
+from torch import Tensor
 
 from lm_lab.utils.errors import ConfigError
 
@@ -21,6 +22,7 @@ class Tokenizer:
 
     kind: str = ""
     pad_id: int = 0
+    unk_id: int | None = None  # the id unseen characters map to; None: every text is encodable
     train_max_chars: int | None = None  # fitting reads at most this much of a corpus; None = all
 
     @property
@@ -43,6 +45,15 @@ class Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
+
+    def count_unknown(self, ids: Sequence[int] | Tensor) -> int:
+        """How many of `ids` stand for characters the tokenizer never saw: text it cannot model,
+        which data reports and generation logs count instead of hiding (0 without an UNK id)."""
+        if self.unk_id is None:
+            return 0
+        if isinstance(ids, Tensor):  # a token stream
+            return int(ids.eq(self.unk_id).sum())
+        return list(ids).count(self.unk_id)
 
     def state(self) -> dict[str, Any]:
         """What `to_json` stores besides the kind."""

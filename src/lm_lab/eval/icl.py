@@ -11,7 +11,7 @@ dropped, oldest first, and counted.
 import random
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from lm_lab.data.split import Split
@@ -36,9 +36,10 @@ LogitsFn = Callable[[Tensor], Tensor]  # input ids (B, T) -> next-token logits (
 @dataclass
 class PromptTemplate:
     """How one example reads: `demo` holds `{text}` and ends with `{label}`; `verbalizers` maps
-    each label name to the word that stands for it (None: the label names themselves)."""
+    each label name to the word that stands for it (None: the label names themselves). The
+    defaults are the generic template (conf/icl_template/generic.yaml), for any labelled data."""
 
-    demo: str
+    demo: str = "Text: {text}\nLabel: {label}"
     instruction: str = ""
     separator: str = "\n\n"
     verbalizers: dict[str, str] | None = None
@@ -237,6 +238,26 @@ def labelled(split: Split) -> list[Example]:
     ]
 
 
+def template_for(labels: set[str], template: PromptTemplate) -> PromptTemplate:
+    """The chosen template when its verbalizers cover the data's labels; the generic template
+    (label names as verbalizers) when they name none of them, i.e. it was written for other
+    data: the user's own CSV with labels ham/spam still gets a zero/few-shot table."""
+    words = set(template.verbalizers or labels)
+    if labels <= words:
+        return template
+    if labels & words:
+        raise ConfigError(
+            f"icl.template.verbalizers: no word for labels {sorted(labels - words)}; add them "
+            "(icl.template.verbalizers.<label>=<word>) or use icl_template=generic"
+        )
+    generic = PromptTemplate()
+    rank_zero_info(
+        f"icl: the template has no words for labels {sorted(labels)}: using the generic "
+        f"template {generic.demo!r} with the label names as verbalizers (icl_template=...)"
+    )
+    return generic
+
+
 def context_budget(module: TaskModule, saved: DictConfig, context: int | None) -> int:
     """Tokens a prompt may use: icl.context, else a learned-position model's max_len, else the
     block size the LM was trained on (longer prompts leave the positions it has seen)."""
@@ -255,10 +276,8 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     pool, queries = labelled(splits["train"]), labelled(splits.get(cfg.split, splits["validation"]))
     if not pool or not queries:
         raise ConfigError(f"data={data.source._target_}: mode=icl needs labelled data (sst2...)")
-    template = PromptTemplate(**icl.template)
-    missing = {label for _, label in pool} - set(template.verbalizers or {})
-    if template.verbalizers and missing:
-        raise ConfigError(f"icl.template.verbalizers: no word for labels {sorted(missing)}")
+    chosen = PromptTemplate(**OmegaConf.to_container(icl.template))
+    template = template_for({label for _, label in pool}, chosen)
     random.Random(icl.query_seed).shuffle(queries)
     queries = queries[: icl.max_queries]
     budget = context_budget(module, saved, icl.context)
@@ -292,4 +311,10 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     print(table)
     if any(r["demos_dropped"] for r in rows):
         rank_zero_info(f"demos that did not fit in {budget} prompt tokens were dropped (counted)")
-    return {"mode": "icl", "rows": rows, "context_tokens": budget, "ckpt_path": str(cfg.ckpt_path)}
+    return {
+        "mode": "icl",
+        "rows": rows,
+        "context_tokens": budget,
+        "template": asdict(template),
+        "ckpt_path": str(cfg.ckpt_path),
+    }

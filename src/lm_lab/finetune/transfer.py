@@ -27,7 +27,7 @@ def pretrained_tokenizer(cfg: DictConfig) -> Tokenizer | None:
     """The init_from checkpoint's fitted tokenizer (cfg.tokenizer is then ignored), else None."""
     if not cfg.get("init_from"):
         return None
-    tokenizer = from_json(read_meta(cfg.init_from).tokenizer)
+    tokenizer = from_json(read_meta(cfg.init_from, key="init_from").tokenizer)
     log.info(f"init_from: using the checkpoint's tokenizer {tokenizer}")
     return tokenizer
 
@@ -54,10 +54,7 @@ def load_backbone(
     """Copies the checkpoint's backbone tensors into module.backbone; returns the loaded keys
     (module names, e.g. backbone.embed.weight) and prints what loaded and what is new.
     `key` names the option that gave `path`, for the error message."""
-    try:
-        ckpt = read_checkpoint(path)
-    except ConfigError as err:
-        raise ConfigError(f"{key}={path}: {str(err).split(': ', 1)[-1]}") from err
+    ckpt = read_checkpoint(path, key)
     check_architecture(model_cfg, ckpt, str(path))
     theirs = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE)}
     ours = module.state_dict()

@@ -1,7 +1,8 @@
 """One finished (or failed) run dir -> a `Job`: its overrides, counts, metrics and curves.
 
-A run dir is what train.py leaves: `.hydra/overrides.yaml`, `metrics.json` when it finished,
-`failed.json` when a multirun job failed, and `csv/metrics.csv` when the CSV logger ran.
+A run dir is what train.py leaves: `.hydra/overrides.yaml`, `metrics.json` when it finished
+(last values, and the best of the monitored metric), `failed.json` when a multirun job failed,
+and `csv/metrics.csv` when the CSV logger ran (the curves, and the best of other val/ metrics).
 """
 
 import csv
@@ -82,6 +83,9 @@ def read_job(path: Path) -> Job:
     job.curves = read_curves(path / "csv" / "metrics.csv")
     job.best_val = {k: v for k, v in metrics.items() if k.startswith("val/")}
     job.best_val |= {k: best(k, [v for _, v in c]) for k, c in job.curves.items() if c}
+    recorded = result.get("best") or {}  # the monitored metric's best, whatever the loggers
+    if recorded.get("metric"):
+        job.best_val[recorded["metric"]] = recorded["value"]
     job.tokens_per_s = _throughput(result, metrics, path / "csv" / "metrics.csv")
     return job
 

@@ -22,6 +22,8 @@ from lm_lab.tasks.pooling import POOLINGS, pool
 class Classifier(TaskModule):
     """Pools encoder states over non-pad tokens; reports acc and macro-F1 on val and test."""
 
+    METRICS = ("loss", "acc", "f1")  # logged as val/<name> and test/<name>
+
     def __init__(
         self, *args: Any, pooling: str = "mean", head_dropout: float = 0.1, **kwargs: Any
     ) -> None:

@@ -11,10 +11,14 @@ from lm_lab.data.language_modeling import IGNORE
 from lm_lab.encoders.base import State
 from lm_lab.tasks.base import TaskModule
 
+SPLIT_OF_STAGE = {"val": "validation", "test": "test"}  # metric prefix -> the data split it scores
+
 
 class LanguageModel(TaskModule):
     """Next-token loss; validation and test report loss, perplexity, bits per character and
     token accuracy over the scored (non-ignored) targets, the metric of recall probes."""
+
+    METRICS = ("loss", "acc", "ppl", "bpc")  # logged as val/<name> and test/<name>
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,7 +81,10 @@ class LanguageModel(TaskModule):
         self.log(f"{stage}/acc", acc.compute())
         acc.reset()
         self.log(f"{stage}/ppl", loss.exp())
-        chars_per_token = getattr(self.trainer.datamodule, "chars_per_token", None)
+        split = SPLIT_OF_STAGE[stage]  # bpc of a split counts that split's characters
+        chars_per_token = (getattr(self.trainer.datamodule, "chars_per_token", None) or {}).get(
+            split
+        )
         if chars_per_token:
             self.log(f"{stage}/bpc", loss / math.log(2) / chars_per_token)
         return loss

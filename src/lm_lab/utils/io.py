@@ -6,6 +6,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
+METRICS_FILE = "metrics.json"  # written last, atomically: a run dir with it holds a finished run
 FAILED_FILE = "failed.json"  # in a failed multirun job's dir; the report lists the job as failed
 
 

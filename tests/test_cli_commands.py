@@ -1,0 +1,114 @@
+"""What a user types: train.py, eval.py and generate.py as subprocesses from a fresh working
+directory, as the README shows them: no hydra.run.dir (its interpolations must resolve in every
+script's config), only paths.log_dir to keep the logs under tmp, and no PROJECT_ROOT (each
+script sets it). One tiny LM, trained once with `logger=[]`, serves every command."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_LM = (
+    "task=generate", "data=text", "data.root=data", "tokenizer=char", "model.d_model=32",
+    "model.n_layers=1", "data.block_size=32", "data.batch_size=8",
+    "data.train_windows_per_epoch=32", "data.eval_windows=8", "trainer.max_epochs=2",
+    "trainer.enable_model_summary=false", "callbacks.progress_bar=null",
+    "extras.print_config=false",
+)  # fmt: skip
+MESSAGES = ("free cash prize now", "lunch at noon today", "win a free phone", "see you at home")
+
+
+def command(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python <script> args...` started in `cwd`, logging to cwd/logs."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT_ROOT", "HYDRA_FULL_ERROR")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args, f"paths.log_dir={cwd / 'logs'}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def latest_run_dir(logs: Path) -> Path:
+    return max(logs.glob("runs/*/"), key=lambda path: path.stat().st_mtime)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A fresh working directory holding a text corpus and one LM run trained without a logger."""
+    cwd = tmp_path_factory.mktemp("user")
+    (cwd / "data").mkdir()
+    (cwd / "data" / "train.txt").write_text("\n".join(MESSAGES * 30) + "\n")
+    (cwd / "data" / "validation.txt").write_text("\n".join(MESSAGES * 8) + "\n")
+    done = command("train.py", *TINY_LM, "logger=[]", cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return cwd
+
+
+@pytest.fixture(scope="module")
+def best_ckpt(workdir) -> Path:
+    return latest_run_dir(workdir / "logs" / "generate") / "checkpoints" / "best.ckpt"
+
+
+def test_a_run_without_a_logger_writes_metrics_json_with_its_best(workdir):
+    run_dir = latest_run_dir(workdir / "logs" / "generate")
+    result = json.loads((run_dir / "metrics.json").read_text())
+    assert not (run_dir / "csv").exists() and not (run_dir / "tensorboard").exists()
+    best = result["best"]
+    assert best["metric"] == "val/loss" and best["model_path"].endswith("best.ckpt")
+    assert best["value"] <= result["metrics"]["val/loss"] + 1e-6  # the last is never better
+    assert best["step"] in (4, 8)  # 4 batches an epoch, validated after each of 2 epochs
+
+
+def test_eval_py_tests_a_checkpoint_as_the_readme_shows(workdir, best_ckpt):
+    done = command("eval.py", f"ckpt_path={best_ckpt}", cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((latest_run_dir(workdir / "logs" / "eval") / "metrics.json").read_text())
+    assert result["metrics"]["test/loss"] > 0
+
+
+def test_generate_py_continues_the_prompt_as_the_readme_shows(workdir, best_ckpt):
+    args = ("prompt=ROMEO:", "max_new_tokens=6", "temperature=0.8", "top_k=50")
+    done = command("generate.py", f"ckpt_path={best_ckpt}", *args, cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    samples = latest_run_dir(workdir / "logs" / "sample") / "samples.jsonl"
+    (sample,) = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert sample["prompt"] == "ROMEO:" and len(sample["completion"]) == 6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("prompt=é",), "cannot parse the override 'prompt=é': quote the value"),
+        (("num_samples=0",), "num_samples=0: must be an integer >= 1"),
+    ],
+)
+def test_generate_py_errors_are_one_line_exit_2(workdir, best_ckpt, args, message):
+    done = command("generate.py", f"ckpt_path={best_ckpt}", *args, cwd=workdir)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}")
+
+
+def test_eval_icl_on_a_users_own_csv_uses_the_label_names(workdir, best_ckpt):
+    csv_dir = workdir / "spam"
+    csv_dir.mkdir()
+    rows = [f"{text},{'spam' if 'free' in text else 'ham'}" for text in MESSAGES]
+    for split in ("train", "validation"):
+        (csv_dir / f"{split}.csv").write_text("\n".join(["text,label", *rows * 3]) + "\n")
+    done = command(
+        "eval.py", f"ckpt_path={best_ckpt}", "mode=icl", "data=csv", f"data.root={csv_dir}",
+        "split=validation", "icl.shots=[0,1]", "icl.seeds=1", "icl.max_queries=4",
+        "icl.context=64", cwd=workdir,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "using the generic template" in done.stdout + done.stderr
+    result = json.loads((latest_run_dir(workdir / "logs" / "eval") / "metrics.json").read_text())
+    assert result["template"]["verbalizers"] is None
+    assert [row["k"] for row in result["rows"]] == [0, 1]
