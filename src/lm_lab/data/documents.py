@@ -110,7 +110,9 @@ class TextFiles:
         """Every file of the corpus in a fixed order; fails with one line when none is found or
         a required split is missing."""
         if not self.root.is_dir():
-            raise ConfigError(f"data.root={self.root}: no such folder; set data.root to it")
+            raise ConfigError(
+                f"data.root={self.root}: no such folder; set data.root to the data folder"
+            )
         self.ignored_files = 0
         layout = self._layout()
         hashed = "validation" not in layout  # then train's documents are assigned by hash
