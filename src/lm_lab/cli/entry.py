@@ -31,13 +31,10 @@ from hydra.errors import (
     OverrideParseException,
 )
 from hydra.types import RunMode
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lm_lab.cli.launch import external_rank_overrides
-from lm_lab.cli.loggers import finish_wandb
 from lm_lab.cli.resolvers import register_resolvers
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.io import FAILED_FILE, write_json
@@ -152,6 +149,12 @@ def in_multirun() -> bool:
 def record_failure(err: Exception) -> None:
     """failed.json holds the one-line error and the traceback; the job's W&B run is closed as
     failed so the next job opens its own."""
+    # Lightning is imported here, not at the top: a failed job has loaded it already, and a bad
+    # override or `python train.py --cfg job` then answer in a fraction of a second.
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    from lm_lab.cli.loggers import finish_wandb
+
     finish_wandb(exit_code=1)
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     cause = err
@@ -166,6 +169,8 @@ def record_failure(err: Exception) -> None:
 def one_line(err: BaseException) -> str | None:
     """The message to print, or None when the error is not about the input (a bug: re-raise)."""
     if isinstance(err, InstantiationException):
+        from lightning.fabric.utilities.exceptions import MisconfigurationException  # see above
+
         cause = err.__cause__
         if isinstance(cause, ValueError | MisconfigurationException | OmegaConfBaseException):
             return one_line(cause)

@@ -2,6 +2,7 @@
 training: the corpus is tokenized into shards under paths.cache_dir once (e.g. on a login node),
 and every rank of the real run only memory-maps them (see docs/corpora.md)."""
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -25,8 +26,13 @@ def prepare(overrides: list[str]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lm_lab.cli.prepare", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("overrides", nargs="*", help="the training run's overrides, key=value")
+    overrides = parser.parse_args(sys.argv[1:]).overrides
     register_resolvers()
-    cli(lambda: prepare(sys.argv[1:]))
+    cli(lambda: prepare(overrides))
 
 
 if __name__ == "__main__":

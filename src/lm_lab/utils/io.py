@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's own, without torch
 
 METRICS_FILE = "metrics.json"  # written last, atomically: a run dir with it holds a finished run
 FAILED_FILE = "failed.json"  # in a failed multirun job's dir; the report lists the job as failed
