@@ -20,7 +20,7 @@ import torch
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.data.documents import TextFiles
 from lm_lab.data.language_modeling import RandomWindows, token_stream
-from lm_lab.data.prepare import prepare, training_sample
+from lm_lab.data.prepare import chunks, encoded_chunks, prepare, training_sample
 from lm_lab.data.shards import MANIFEST
 from lm_lab.data.tokenizers import BPETokenizer, CharTokenizer, IdTokenizer
 from lm_lab.utils.errors import ConfigError
@@ -258,3 +258,13 @@ def test_datamodule_reports_documents_held_out_and_setup_time(tmp_path):
     assert dm.stats["train/documents"] + dm.stats["validation/documents"] == 60
     assert dm.test_split == "validation" and "setup_ms" in dm.stats
     assert dm.chars_per_token == {"train": 1.0, "validation": 1.0, "test": 1.0}  # char: 1 each
+
+
+def test_worker_processes_encode_like_the_tokenizer_in_order():
+    """Char/byte tokenizers are spread over `num_proc` processes, chunk order kept."""
+    docs = [("train" if i % 3 else "validation", text_of(i)) for i in range(40)]
+    tok = CharTokenizer().fit(t for _, t in docs)
+    got = list(encoded_chunks(chunks(iter(docs), 300), tok, 2, np.dtype(np.uint16)))
+    assert len(got) > 2  # several chunks, so a pool was used
+    assert [m for meta, _ in got for m in meta] == [(s, len(t)) for s, t in docs]
+    assert [list(ids) for _, enc in got for ids in enc] == tok.encode_batch([t for _, t in docs])
