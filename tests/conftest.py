@@ -1,5 +1,6 @@
 """Compose the real configs the way train.py does, shrunk to tiny sizes, writing only to tmp."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -35,7 +36,16 @@ TINY = (
     "trainer.enable_model_summary=false",
     "extras.print_config=false",
     "callbacks.progress_bar=null",
+    "task.baseline=null",  # no TF-IDF reference unless a test asks (task/baseline=tfidf_lr)
 )
+
+
+def tiny_except(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """TINY without the keys the overrides set themselves (`task/baseline` counts as
+    `task.baseline`): a test's own choice wins, and a sweeper sees each key once."""
+    keys = {o.lstrip("+~").split("=", 1)[0].replace("/", ".") for o in overrides}
+    return [o for o in TINY if o.split("=", 1)[0] not in keys]
+
 
 register_resolvers()
 
@@ -54,7 +64,7 @@ def composer(out_dir: Path) -> Callable[..., DictConfig]:
     def _compose(*overrides: str, config_name: str = "train", tiny: bool = True) -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            extra = TINY if tiny and config_name == "train" else ()
+            extra = tiny_except(overrides) if tiny and config_name == "train" else ()
             cfg = hydra_compose(config_name, [*extra, *overrides], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
@@ -99,6 +109,21 @@ def shared_data() -> Callable[[str], Path]:
 
 
 @pytest.fixture
+def planted_csv(tmp_path: Path) -> Path:
+    """A data=csv folder. train/validation: `good`/`bad` decide the label. test: every positive
+    text holds `qqq`, every negative one `zzz`, tokens train never shows, and nothing else tells
+    them apart: a model or baseline fitted on train alone cannot score above chance there."""
+    root = tmp_path / "planted"
+    root.mkdir()
+    train = [("good film", "pos"), ("bad film", "neg"), ("good plot", "pos"), ("bad plot", "neg")]
+    test = [("the film qqq", "pos")] * 4 + [("the film zzz", "neg")] * 4
+    for name, rows in (("train", train * 6), ("validation", train), ("test", test)):
+        with (root / f"{name}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([("text", "label"), *rows])
+    return root
+
+
+@pytest.fixture
 def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """train_cli("-m", "model=a,b") runs `python train.py` in a subprocess, tiny and with its
     logs under tmp_path/logs; returns the finished process (stdout and stderr as text)."""
@@ -106,9 +131,7 @@ def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         flags = [a for a in args if a.startswith("-")]  # e.g. -m: argparse wants them first
         given = [a for a in args if not a.startswith("-")]
-        keys = {a.split("=", 1)[0] for a in given}  # a sweeper sees each key once: args win
-        tiny = [o for o in TINY if o.split("=", 1)[0] not in keys]
-        overrides = [*tiny, f"paths.log_dir={tmp_path / 'logs'}", *given]
+        overrides = [*tiny_except(given), f"paths.log_dir={tmp_path / 'logs'}", *given]
         return subprocess.run(
             [sys.executable, str(ROOT / "train.py"), *flags, *overrides],
             cwd=ROOT,

@@ -9,7 +9,7 @@ from lm_lab.evaluate import run as evaluate
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
 
-ENCODERS = ["transformer", "bilstm", "hybrid"]
+ENCODERS = ["transformer", "bilstm", "hybrid", "cnn"]
 
 
 @pytest.mark.parametrize("task", ["classify", "generate"])

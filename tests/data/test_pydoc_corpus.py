@@ -60,9 +60,10 @@ def test_labels_follow_the_family_mapping():
     assert not any(o.startswith(("tkinter", "idlelib", "test.")) for o in records)
 
 
-def test_readme_points_to_the_file_that_holds_the_family_mapping():
+def test_docs_point_to_the_file_that_holds_the_family_mapping():
     root = Path(__file__).resolve().parents[2]
-    paragraph = next(p for p in (root / "README.md").read_text().split("\n\n") if "*family*" in p)
+    text = (root / "docs" / "data.md").read_text()
+    paragraph = next(p for p in text.split("\n\n") if "*family*" in p)
     (path,) = re.findall(r"`(src/lm_lab/[\w/]+\.py)`", paragraph)
     assert "\nFAMILIES: dict" in (root / path).read_text()
 

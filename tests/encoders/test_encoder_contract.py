@@ -7,6 +7,7 @@ import torch
 
 from lm_lab.encoders.base import Encoder
 from lm_lab.encoders.bilstm import BiLSTMEncoder
+from lm_lab.encoders.cnn import CNNEncoder
 from lm_lab.encoders.hybrid import HybridEncoder
 from lm_lab.encoders.positions import POSITIONS
 from lm_lab.encoders.transformer import TransformerEncoder
@@ -16,11 +17,14 @@ BUILDERS = {
     "transformer": partial(TransformerEncoder, d_model=D, n_layers=2, n_heads=4),
     "bilstm": partial(BiLSTMEncoder, d_model=D, n_layers=2),
     "hybrid": partial(HybridEncoder, d_model=D, pattern="LA", n_heads=4),
+    "cnn": partial(CNNEncoder, d_model=D, n_layers=2, kernel_sizes=(1, 2, 3)),
 }
 CASES = [("transformer", {"positions": kind}) for kind in POSITIONS] + [
     ("bilstm", {}),
     ("hybrid", {}),
     ("hybrid", {"positions": "rope", "pattern": "AL"}),
+    ("cnn", {}),
+    ("cnn", {"kernel_sizes": (4,)}),  # even width: the non-causal window is off-centre
 ]
 IDS = [f"{name}-{'-'.join(map(str, kwargs.values())) or 'default'}" for name, kwargs in CASES]
 

@@ -126,7 +126,7 @@ def test_stale_lock_is_taken_over_and_released(compose, tmp_path):
     ("override", "message"),
     [
         ("model.foo=1", "error: Could not override 'model.foo'. To append to your config use"),
-        ("model=foo", "Could not find 'model/foo'; choose one of: baby_gpt, bilstm, hybrid"),
+        ("model=foo", "Could not find 'model/foo'; choose one of: baby_gpt, bilstm, cnn, hybrid"),
         ("model.d_model=${oops", "error: mismatched input"),
     ],
 )

@@ -117,3 +117,23 @@ def test_a_two_way_grid_gets_a_pivot_table_and_one_plot(tmp_path):
     assert pivot[3] == "| mqar_128 | 0.7 ± 0 | — |"  # a missing cell stays empty
     assert pivot[4] == "| mqar_256 | 0.5 ± 0 | — |"  # its model read from Hydra's choices
     assert (tmp_path / "out" / "plots" / "grid_experiment_model.png").stat().st_size > 1000
+
+
+def test_baseline_score_is_a_dashed_line_at_its_mean(tmp_path):
+    """Two jobs' baselines 0.8 and 0.9 -> one dashed line at 0.85 over the span given."""
+    import matplotlib.pyplot as plt
+
+    from lm_lab.report.jobs import Job
+    from lm_lab.report.plots import draw_baseline
+
+    jobs = [
+        Job(tmp_path / str(i), {}, test={"test/baseline_acc": v}) for i, v in enumerate([0.8, 0.9])
+    ]
+    fig, ax = plt.subplots()
+    draw_baseline(ax, "test/acc", [((0.0, 2.0), jobs)])
+    draw_baseline(ax, "test/loss", [((0.0, 2.0), jobs)])  # no baseline loss: nothing drawn
+    (line,) = ax.collections
+    (((start, y0), (end, y1)),) = line.get_segments()
+    assert (start, end) == (0.0, 2.0) and y0 == y1 == pytest.approx(0.85)
+    assert line.get_linestyle()[0][1] is not None  # a dash pattern, not a solid line
+    plt.close(fig)

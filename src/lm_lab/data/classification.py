@@ -46,11 +46,14 @@ class ClassificationDataset(Dataset):
     """Token ids (each at most `max_length`, longer texts truncated and counted) and label ids.
 
     `stats` counts what happened to the split: examples kept, truncated, and dropped by reason.
+    `texts` keeps the raw text of each example, so a reference model (lm_lab.baselines) sees
+    exactly the examples the model sees.
     """
 
-    def __init__(self, token_ids: list[Tensor], labels: list[int]) -> None:
+    def __init__(self, token_ids: list[Tensor], labels: list[int], texts: list[str]) -> None:
         self.token_ids = token_ids  # each (L,) long, 1 <= L <= max_length
         self.labels = labels
+        self.texts = texts
         self.stats: dict[str, int] = {"examples": len(labels)}
 
     @classmethod
@@ -74,10 +77,11 @@ class ClassificationDataset(Dataset):
         budget_cut = max(0, len(pairs) - max_examples) if max_examples else 0
         pairs = pairs[: len(pairs) - budget_cut]
         encoded = tokenizer.encode_batch([text for text, _ in pairs])
-        kept = [(ids, label) for ids, (_, label) in zip(encoded, pairs, strict=True) if ids]
+        kept = [(ids, pair) for ids, pair in zip(encoded, pairs, strict=True) if ids]
         dataset = cls(
             [torch.tensor(ids[:max_length], dtype=torch.long) for ids, _ in kept],
-            [label for _, label in kept],
+            [label for _, (_, label) in kept],
+            [text for _, (text, _) in kept],
         )
         dataset.stats |= {
             "truncated": sum(len(ids) > max_length for ids, _ in kept),

@@ -213,6 +213,16 @@ class TextDataModule(L.LightningDataModule):
                 f"{longest} tokens; lower data.block_size below {longest}"
             )
 
+    def texts_and_labels(self, split: str) -> tuple[list[str], list[int]]:
+        """Raw texts and label ids of the classification examples of `split` (train, validation
+        or test; test means `test_split`): the very examples the model trains and is scored on,
+        for a reference model that reads text, not tokens."""
+        self.setup()
+        if self.task != "classify":
+            raise ValueError("texts_and_labels: only classification data has labels")
+        dataset = self._datasets[self.test_split if split == "test" else split]
+        return dataset.texts, dataset.labels
+
     def _name(self) -> str:
         name = getattr(self.source, "name", type(self.source).__name__)
         return f"{name} ({self.root})" if self.root else name

@@ -60,6 +60,7 @@ class TaskModule(L.LightningModule):
         monitor_mode: str,
         label_names: list[str] | None = None,
         compile: bool = False,
+        baseline: Any = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -70,6 +71,12 @@ class TaskModule(L.LightningModule):
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.label_names = list(label_names) if label_names else None
         self.compile_backbone = compile
+        if isinstance(baseline, str):  # `task.baseline=tfidf_lr` sets a string, not the config
+            raise ValueError(
+                f"task.baseline={baseline}: choose a baseline with task/baseline={baseline} "
+                "(conf/task/baseline/), or turn it off with task.baseline=null"
+            )
+        self.baseline = baseline  # a reference fitted on the raw splits (lm_lab.baselines) or None
         self.run_config: dict[str, Any] = {}  # the resolved run config, set by lm_lab.train.run
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 

@@ -25,7 +25,12 @@ class Classifier(TaskModule):
     METRICS = ("loss", "acc", "f1")  # logged as val/<name> and test/<name>
 
     def __init__(
-        self, *args: Any, pooling: str = "mean", head_dropout: float = 0.1, **kwargs: Any
+        self,
+        *args: Any,
+        pooling: str = "mean",
+        head_dropout: float = 0.1,
+        label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if not self.label_names:
@@ -33,6 +38,7 @@ class Classifier(TaskModule):
         if pooling not in POOLINGS:
             raise ValueError(f"task.pooling={pooling!r} is not one of {POOLINGS}")
         self.pooling = pooling
+        self.label_smoothing = label_smoothing  # training loss only: eval losses stay comparable
         n_classes = len(self.label_names)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.backbone.d_model, n_classes)
@@ -45,13 +51,15 @@ class Classifier(TaskModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.confusion = MulticlassConfusionMatrix(n_classes)
+        self.baseline_scores: dict[str, float] | None = None  # fitted once, at the first test
 
     def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         h = self.backbone(input_ids, pad_mask, causal=self.causal)  # (B, T, D)
         return self.head(self.head_dropout(pool(h, pad_mask, self.pooling)))  # (B, C)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = F.cross_entropy(self(batch["input_ids"], batch["pad_mask"]), batch["labels"])
+        logits = self(batch["input_ids"], batch["pad_mask"])  # (B, C)
+        loss = F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -71,8 +79,22 @@ class Classifier(TaskModule):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
+        if self.baseline is not None:
+            self.log_dict(self._baseline_scores())
         print_confusion(self.confusion.compute().cpu(), self.label_names)
         self.confusion.reset()
+
+    def _baseline_scores(self) -> dict[str, float]:
+        """The reference's val/test scores beside the model's, on the same examples: fitted on
+        global rank 0 only, then broadcast, so every rank logs the same numbers."""
+        if self.baseline_scores is None:
+            scores = None
+            if self.trainer.is_global_zero:
+                data = self.trainer.datamodule
+                splits = (data.texts_and_labels(s) for s in ("train", "validation", "test"))
+                scores = self.baseline.fit_score(*splits)
+            self.baseline_scores = self.trainer.strategy.broadcast(scores, src=0)
+        return self.baseline_scores
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self(batch["input_ids"], batch["pad_mask"]).softmax(-1)  # (B, C)

@@ -24,6 +24,8 @@ class LanguageModel(TaskModule):
         super().__init__(*args, **kwargs)
         if not self.causal:
             raise ValueError("task=generate needs task.causal=true: a LM must not see the future")
+        if self.baseline is not None:
+            raise ValueError("task=generate has no baseline: set task.baseline=null")
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
         self.sparse_targets = False  # set from the datamodule in setup()
 

@@ -1,0 +1,37 @@
+"""The classification recipes (conf/experiment/*_classify.yaml) compose and run one step each."""
+
+from pathlib import Path
+
+import pytest
+
+from lm_lab.train import run as train
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+NEEDS = {"sst2_classify": "sst2", "ag_news_classify": "ag_news"}  # folders of ../shared/data
+
+
+@pytest.mark.parametrize("recipe", ["pydoc_classify", "sst2_classify", "ag_news_classify"])
+def test_recipe_runs_one_fast_dev_run_step(recipe, compose):
+    if recipe in NEEDS and not (SHARED_DATA / NEEDS[recipe]).is_dir():
+        pytest.skip(f"{SHARED_DATA / NEEDS[recipe]} not found")
+    cfg = compose(f"experiment={recipe}", "debug=fast_dev_run")
+    assert cfg.model._target_.endswith("CNNEncoder") and cfg.task.pooling == "max"
+    assert "test/acc" in train(cfg)["metrics"]
+
+
+def test_csv_recipe_runs_on_any_text_label_folder(compose, planted_csv):
+    cfg = compose("experiment=csv_classify", f"data.root={planted_csv}")
+    cfg.trainer.limit_train_batches = 2
+    metrics = train(cfg)["metrics"]
+    assert {"test/acc", "val/acc"} <= set(metrics)
+
+
+def test_recipes_keep_the_baseline_on():
+    """Outside tests the recipes report TF-IDF + LR beside the model (TINY turns it off)."""
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).parents[1] / "conf"
+    for recipe in ("pydoc_classify", "sst2_classify", "ag_news_classify", "csv_classify"):
+        with initialize_config_dir(str(conf), version_base="1.3"):
+            cfg = compose("train", [f"experiment={recipe}"])
+        assert cfg.task.baseline is not None, recipe
