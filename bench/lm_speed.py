@@ -210,7 +210,8 @@ def main() -> None:
     peak = matmul_peak_gflops()
     results: dict = {"throughput": throughput(cfg, datamodule, args.rounds, args.steps)}
     model = build_module(cfg, datamodule.tokenizer, None)
-    prompt = datamodule.train_dataloader().dataset.stream[None, :CONTEXT]  # (1, CONTEXT)
+    first = datamodule.train_dataloader().dataset.shards.arrays[0][:CONTEXT]
+    prompt = torch.from_numpy(first.astype("int64"))[None]  # (1, CONTEXT)
     results["generation"] = generation(model, prompt, args.rounds)
     if args.full:
         results["full"] = full_runs(cfg, datamodule, out_dir, args.overrides)

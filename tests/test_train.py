@@ -52,3 +52,18 @@ def test_missing_data_folder_names_the_key(compose, tmp_path):
     cfg = compose("task=classify", "data=csv", f"data.root={tmp_path / 'nope'}")
     with pytest.raises(ConfigError, match="data.root"):
         train(cfg)
+
+
+def test_a_folder_of_files_trains_and_metrics_count_tokens_seen(compose, tmp_path):
+    """data=text on a flat folder of .md files: held-out validation, shards, and
+    metrics.json's tokens seen = steps x batch x block (64 windows of 32 tokens)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(40):
+        (corpus / f"note{i}.md").write_text(f"# note {i}\n" + "some words here. " * (10 + i))
+    cfg = compose("task=generate", "data=text", f"data.root={corpus}", "tokenizer=char")
+    result = train(cfg)
+    data = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["data"]
+    assert data == result["data"] and data["train/tokens_seen"] == 64 * 32
+    assert data["train/documents"] + data["validation/documents"] == 40
+    assert data["validation/held_out_documents"] > 0 and "test/from_validation" in data

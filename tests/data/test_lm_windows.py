@@ -1,6 +1,7 @@
 """LM windows: targets are inputs shifted by one, windows never cross the stream's end, and
 evaluation scores every token exactly once."""
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -9,9 +10,9 @@ from lm_lab.data.language_modeling import (
     EvalWindows,
     RandomWindows,
     WindowBatches,
-    cached_token_stream,
     token_stream,
 )
+from lm_lab.data.shards import TokenShards
 from lm_lab.data.tokenizers import ByteTokenizer, CharTokenizer
 
 
@@ -64,19 +65,29 @@ def test_eval_windows_cover_every_target_once():
 
 def test_eval_windows_cap_is_an_even_spread():
     windows = EvalWindows(torch.arange(1001), block_size=10, batch_size=8, max_windows=5)
-    first_inputs = windows.inputs[:, 0].tolist()
+    first_inputs = torch.cat([b["input_ids"][:, 0] for b in windows]).tolist()
     assert windows.n_windows == 5 and first_inputs[0] == 0 and first_inputs[-1] == 990
 
 
-def test_stream_cache_returns_the_same_stream_and_keys_on_the_tokenizer(tmp_path):
-    texts = ["to be or not", "to be"]
-    tok = CharTokenizer().fit(texts)
-    first = cached_token_stream(texts, tok, tmp_path)
-    (cached,) = (tmp_path / "streams").iterdir()
-    again = cached_token_stream(texts, tok, tmp_path)  # read back, memory-mapped
-    assert torch.equal(first.ids, again.ids) and first.n_chars == again.n_chars
-    other = CharTokenizer().fit(texts + ["xyz"])  # other ids: must not reuse the file
-    assert torch.equal(
-        cached_token_stream(texts, other, tmp_path).ids, token_stream(texts, other).ids
-    )
-    assert len(list((tmp_path / "streams").iterdir())) == 2 and cached.is_file()
+def three_shards() -> TokenShards:
+    """Shards of 30, 5 (shorter than a window) and 23 tokens; ids tell shard and position."""
+    return TokenShards([np.arange(100, 130), np.arange(200, 205), np.arange(300, 323)])
+
+
+def test_windows_of_shards_never_cross_a_shard_boundary():
+    block = 8
+    dataset = WindowBatches(three_shards(), block)
+    assert len(dataset) == (30 - 8) + 0 + (23 - 8)  # valid starts of each shard
+    batch = dataset[torch.arange(len(dataset))]
+    x, y = batch["input_ids"], batch["targets"]
+    assert x.dtype == torch.long and torch.equal(y[:, :-1], x[:, 1:])
+    assert torch.equal(x[:, 0], torch.cat([torch.arange(100, 122), torch.arange(300, 315)]))
+    assert torch.equal(y[:, -1] // 100, x[:, 0] // 100)  # the last target is in the same shard
+
+
+def test_eval_windows_score_every_target_of_every_shard_once():
+    windows = EvalWindows(three_shards(), block_size=8, batch_size=3)
+    batches = list(DataLoader(windows, batch_size=None))
+    targets = torch.cat([b["targets"] for b in batches])
+    scored = sorted(targets[targets != IGNORE].tolist())
+    assert scored == list(range(101, 130)) + list(range(301, 323))  # the short shard is skipped

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -17,7 +18,8 @@ from lm_lab.checkpoint import CheckpointMeta
 from lm_lab.cli.entry import cli, guarded
 from lm_lab.cli.run_lock import LOCK_FILE
 from lm_lab.cli.validate import RULES, validate_config
-from lm_lab.data.language_modeling import cached_token_stream
+from lm_lab.data.prepare import MemoryCorpus, prepare
+from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import ByteTokenizer
 from lm_lab.evaluate import run as evaluate
 from lm_lab.sizing import encoder_config
@@ -434,13 +436,15 @@ def test_val_check_interval_past_a_classification_epoch(compose, tmp_path):
         train(cfg)
 
 
-def test_truncated_stream_cache_is_named_and_rebuilt(tmp_path, caplog):
-    texts = ["hello world", "more text"]
-    fresh = cached_token_stream(texts, ByteTokenizer(), tmp_path)
-    (cache,) = (tmp_path / "streams").iterdir()
-    cache.write_bytes(cache.read_bytes()[:100])  # a disk that filled up mid-write
-    again = cached_token_stream(texts, ByteTokenizer(), tmp_path)
-    assert torch.equal(again.ids, fresh.ids) and again.n_chars == fresh.n_chars
-    assert f"{cache}: unreadable stream cache" in caplog.text
-    assert torch.equal(cached_token_stream(texts, ByteTokenizer(), tmp_path).ids, fresh.ids)
-    assert len(caplog.records) == 1  # rebuilt: the third read finds a good file
+def test_truncated_corpus_manifest_is_named_and_rebuilt(tmp_path, caplog):
+    corpus = MemoryCorpus(
+        {"train": Split(["hello world", "more text"]), "validation": Split(["x"])}
+    )
+    fresh = prepare(corpus, ByteTokenizer(), tmp_path)
+    manifest = fresh.folder / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])  # a disk that filled up mid-write
+    again = prepare(corpus, ByteTokenizer(), tmp_path)
+    assert np.array_equal(again.shards("train").arrays[0], fresh.shards("train").arrays[0])
+    assert f"{manifest}: unreadable manifest" in caplog.text
+    prepare(corpus, ByteTokenizer(), tmp_path)
+    assert caplog.text.count("unreadable manifest") == 1  # rebuilt: the third read finds it

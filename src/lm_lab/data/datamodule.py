@@ -4,6 +4,7 @@ classify: labelled examples, right-padded batches {"input_ids", "pad_mask", "lab
 generate: token streams cut into windows {"input_ids", "targets"}; labels, if any, are ignored.
 """
 
+import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -19,16 +20,11 @@ from lm_lab.data.classification import (
     collate,
     label_names_of,
 )
-from lm_lab.data.language_modeling import (
-    SEPARATOR,
-    EvalWindows,
-    RandomWindows,
-    TokenStream,
-    WindowBatches,
-    cached_token_stream,
-)
+from lm_lab.data.language_modeling import EvalWindows, RandomWindows, WindowBatches
+from lm_lab.data.prepare import MemoryCorpus, PreparedCorpus, prepare
 from lm_lab.data.resumable import ResumableLoader, SeededShuffle
 from lm_lab.data.sharding import eval_share, ranks
+from lm_lab.data.shards import TokenShards
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
@@ -47,6 +43,7 @@ COUNTS = (
     ("eval_windows", 1, True),
     ("max_train_examples", 1, True),
     ("num_workers", 0, False),
+    ("num_proc", 1, True),
 )
 
 
@@ -76,6 +73,10 @@ class TextDataModule(L.LightningDataModule):
 
     `label_names` given (eval.py: a trained head's order) fixes the label ids by name; labels the
     head does not know are refused. None: the sorted labels of the training split.
+
+    generate: the corpus is prepared once into memory-mapped token shards (`prepare.py`), from
+    the files themselves when the source streams them (`documents.TextFiles`), else from the
+    loaded texts; `stats["train/tokens_seen"]` counts the training tokens fed to the model.
     """
 
     def __init__(
@@ -92,8 +93,9 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         root: str | None = None,  # the source's folder, if any; named in messages
-        cache_dir: str | None = None,  # tokenized LM streams are cached here; None = no cache
+        cache_dir: str | None = None,  # LM token shards are prepared here; None = a temp folder
         label_names: list[str] | None = None,  # a trained head's label order; None = from train
+        num_proc: int | None = None,  # processes tokenizing for char/byte; None = all cores
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -107,18 +109,20 @@ class TextDataModule(L.LightningDataModule):
                 "eval_windows": eval_windows,
                 "max_train_examples": max_train_examples,
                 "num_workers": num_workers,
+                "num_proc": num_proc,
             }
         )
         self.source, self.tokenizer, self.task = source, tokenizer, task
         self.batch_size, self.max_length, self.block_size = batch_size, max_length, block_size
         self.train_windows_per_epoch, self.eval_windows = train_windows_per_epoch, eval_windows
         self.max_train_examples, self.num_workers, self.seed = max_train_examples, num_workers, seed
-        self.root, self.cache_dir = root, cache_dir
+        self.root, self.cache_dir, self.num_proc = root, cache_dir, num_proc
         self.label_names = label_names
         self.stats: dict[str, int] = {}
         self.chars_per_token: dict[str, float] = {}
         self.test_split = "test"
         self._datasets: dict[str, Dataset] = {}
+        self._prepared: PreparedCorpus | None = None  # holds an uncached corpus's folder
 
     # ---- setup ---------------------------------------------------------------------------------
 
@@ -126,14 +130,16 @@ class TextDataModule(L.LightningDataModule):
         """Idempotent: the first call does the work for every stage."""
         if self._datasets:
             return
-        splits = self._load()
-        if not self.tokenizer.is_fitted:  # LM streams join texts by SEPARATOR: fit on it too
-            extra = [SEPARATOR] if self.task == "generate" else []
-            self.tokenizer.fit([*splits["train"].texts, *extra])
+        started = time.perf_counter()
         if self.task == "classify":
+            splits = self._load()
+            if not self.tokenizer.is_fitted:
+                self.tokenizer.fit(splits["train"].texts)
             self._build_classification(splits)
-        else:
-            self._build_language_modeling(splits)
+        else:  # the tokenizer is fitted by `prepare`, on a sample of the training documents
+            self._build_language_modeling()
+        self.stats["setup_ms"] = round(1000 * (time.perf_counter() - started))
+        rank_zero_info(f"data setup took {self.stats['setup_ms'] / 1000:.2f}s")
         self._report()
 
     def _load(self) -> dict[str, Split]:
@@ -142,9 +148,7 @@ class TextDataModule(L.LightningDataModule):
             if required not in splits:
                 raise ConfigError(f"data={self._name()}: the source has no {required} split")
         if "test" not in splits:
-            self.test_split = "validation"
-            self.stats["test/from_validation"] = 1
-            rank_zero_info(f"data={self._name()} has no test split: testing on validation")
+            self._test_on_validation()
         if self.task == "classify" and not splits["train"].has_labels:
             raise ConfigError(
                 f"task=classify needs labelled data: data={self._name()} has no labels; "
@@ -153,6 +157,11 @@ class TextDataModule(L.LightningDataModule):
         for name, split in splits.items():
             self.stats |= {f"{name}/{key}": n for key, n in split.stats.items()}
         return splits
+
+    def _test_on_validation(self) -> None:
+        self.test_split = "validation"
+        self.stats["test/from_validation"] = 1
+        rank_zero_info(f"data={self._name()} has no test split: testing on validation")
 
     def _build_classification(self, splits: dict[str, Split]) -> None:
         known_by = TRAINED_HEAD if self.label_names is not None else TRAINING_SPLIT
@@ -176,31 +185,32 @@ class TextDataModule(L.LightningDataModule):
             self._datasets[name] = dataset
             self.stats |= {f"{name}/{key}": n for key, n in dataset.stats.items()}
 
-    def _build_language_modeling(self, splits: dict[str, Split]) -> None:
-        streams = {
-            name: cached_token_stream(split.texts, self.tokenizer, self.cache_dir)
-            for name, split in splits.items()
-        }
-        for name, stream in streams.items():
-            self._check_stream(name, stream, splits[name].origin)
-            self.stats |= {f"{name}/tokens": len(stream.ids), f"{name}/chars": stream.n_chars}
-            self.stats[f"{name}/unknown_chars"] = self.tokenizer.count_unknown(stream.ids)
-        self._datasets["train"] = WindowBatches(streams["train"].ids, self.block_size)
+    def _build_language_modeling(self) -> None:
+        streams_files = hasattr(self.source, "documents")
+        corpus = self.source if streams_files else MemoryCorpus(self._load())
+        prepared = prepare(corpus, self.tokenizer, self.cache_dir, self.num_proc)
+        self.tokenizer, self._prepared = prepared.tokenizer, prepared
+        self.stats |= prepared.stats()
+        if streams_files and "test" not in prepared.splits:
+            self._test_on_validation()
+        shards = {name: prepared.shards(name) for name in prepared.splits}
+        for name, stream in shards.items():
+            self._check_stream(name, stream, self._name())
+        self._datasets["train"] = WindowBatches(shards["train"], self.block_size)
         self.stats["train/windows_per_epoch"] = self.train_windows_per_epoch
-        for name in [name for name in streams if name != "train"]:
-            windows = EvalWindows(
-                streams[name].ids, self.block_size, self.batch_size, self.eval_windows
-            )
+        for name in [name for name in shards if name != "train"]:
+            windows = EvalWindows(shards[name], self.block_size, self.batch_size, self.eval_windows)
             self._datasets[name] = windows
             self.stats[f"{name}/windows"] = windows.n_windows
-        self.chars_per_token = {name: stream.chars_per_token for name, stream in streams.items()}
+        self.chars_per_token = {name: prepared.chars_per_token(name) for name in shards}
         self.chars_per_token.setdefault("test", self.chars_per_token[self.test_split])
 
-    def _check_stream(self, name: str, stream: TokenStream, origin: str) -> None:
-        if len(stream.ids) < self.block_size + 1:
+    def _check_stream(self, name: str, stream: TokenShards, origin: str) -> None:
+        longest = int(stream.lengths.max())
+        if longest < self.block_size + 1:
             raise ConfigError(
                 f"data.block_size={self.block_size}: the {name} split ({origin}) has only "
-                f"{len(stream.ids)} tokens; lower data.block_size below {len(stream.ids)}"
+                f"{longest} tokens; lower data.block_size below {longest}"
             )
 
     def texts_and_labels(self, split: str) -> tuple[list[str], list[int]]:
@@ -235,7 +245,7 @@ class TextDataModule(L.LightningDataModule):
             sampler = DistributedSampler(dataset, world, rank, seed=self.seed, drop_last=True)
             return self._loader(dataset, sampler=sampler)
         sampler = RandomWindows(
-            len(dataset.stream),
+            len(dataset) + self.block_size,  # as if the shards' valid starts were one stream
             self.block_size,
             self.batch_size,
             self.train_windows_per_epoch,
@@ -245,6 +255,14 @@ class TextDataModule(L.LightningDataModule):
         )
         self.stats["train/windows_per_epoch"] = sampler.n_windows  # rounded up to fill all ranks
         return self._loader(dataset, sampler=sampler)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Counts the training tokens of every rank (ranks take equal shares)."""
+        trainer = self.trainer
+        if self.task == "generate" and trainer is not None and trainer.training:
+            seen = batch["input_ids"].numel() * trainer.world_size
+            self.stats["train/tokens_seen"] = self.stats.get("train/tokens_seen", 0) + seen
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")

@@ -1,32 +1,26 @@
-"""Language-model data built for speed: each split becomes one contiguous token stream, and
-batches are cut from it by tensor indexing, a whole batch per DataLoader item (batch_size=None),
-with no per-example Python loop.
+"""Language-model data built for speed: each split is a token stream (memory-mapped shards, see
+`shards.py`), and batches are cut from it by array indexing, a whole batch per DataLoader item
+(batch_size=None), with no per-example Python loop; ids widen to int64 per batch only.
 
 Training draws random windows nanoGPT-style; evaluation uses fixed windows that score every
-token of the stream exactly once. A window never crosses the end of the stream. Streams can be
-cached on disk and memory-mapped, so a large corpus is tokenized once and never copied into RAM.
+token of each shard exactly once. A window never crosses the end of a shard.
 """
 
-import hashlib
-import logging
 import math
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from lm_lab.data.resumable import EpochSampler
 from lm_lab.data.sharding import rank_batches
+from lm_lab.data.shards import SEPARATOR, TokenShards
 from lm_lab.data.tokenizers import Tokenizer
 
-SEPARATOR = "\n\n"  # between the texts of a multi-text split
 IGNORE = -100  # target value that takes no loss
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,49 +49,30 @@ def token_stream(texts: list[str], tokenizer: Tokenizer) -> TokenStream:
     return TokenStream(torch.tensor(ids, dtype=torch.long), n_chars)
 
 
-def cached_token_stream(
-    texts: list[str], tokenizer: Tokenizer, cache_dir: str | Path | None
-) -> TokenStream:
-    """`token_stream`, stored under cache_dir/streams/ keyed by a hash of the texts and the
-    tokenizer, and read back memory-mapped on later runs. cache_dir None disables the cache. An
-    unreadable cache file (truncated by a full disk or a kill) is named in a warning and rebuilt."""
-    if cache_dir is None:
-        return token_stream(texts, tokenizer)
-    digest = hashlib.sha256(tokenizer.to_json().encode())
-    for text in texts:
-        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
-    path = Path(cache_dir) / "streams" / f"{digest.hexdigest()[:32]}.pt"
-    if path.is_file():
-        try:
-            saved = torch.load(path, mmap=True, weights_only=True)
-            return TokenStream(saved["ids"], int(saved["n_chars"]))
-        except Exception as err:  # a broken file fails in many ways; rebuilding fixes all
-            log.warning(f"{path}: unreadable stream cache ({err}); rebuilding it")
-    stream = token_stream(texts, tokenizer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # concurrent runs never share a half file
-    torch.save({"ids": stream.ids, "n_chars": stream.n_chars}, tmp)
-    tmp.replace(path)
-    return stream
-
-
 class WindowBatches(Dataset):
-    """A stream indexed by a tensor of window starts: one item is a whole batch.
+    """Token shards indexed by a tensor of window starts: one item is a whole batch.
 
-    Item `starts` (B,) gives input_ids = stream[s : s + T] and targets = stream[s + 1 : s + T + 1]
-    for each start s, T = block_size.
+    Starts number the valid windows of every shard laid end to end; start s of a shard gives
+    input_ids = shard[s : s + T] and targets = shard[s + 1 : s + T + 1], T = block_size. A window
+    never crosses a shard boundary: shards hold hundreds of millions of tokens, so the few
+    windows lost there do not matter, and each window is one slice of one memory map.
     """
 
-    def __init__(self, stream: Tensor, block_size: int) -> None:
-        self.stream = stream  # (N,)
+    def __init__(self, stream: Tensor | TokenShards, block_size: int) -> None:
+        self.shards = TokenShards.of(stream)
         self.block_size = block_size
-        self._offsets = torch.arange(block_size + 1)  # (T + 1,)
+        counts = np.maximum(self.shards.lengths - block_size, 0)  # valid starts per shard
+        ends = np.cumsum(counts)
+        self._ends = torch.from_numpy(ends)  # (S,) first start past each shard
+        self._firsts = torch.from_numpy(ends - counts)  # (S,) first start of each shard
 
     def __len__(self) -> int:
-        return len(self.stream) - self.block_size  # number of valid starts
+        return int(self._ends[-1])  # number of valid starts
 
     def __getitem__(self, starts: Tensor) -> dict[str, Tensor]:
-        window = self.stream[starts[:, None] + self._offsets]  # (B, T + 1)
+        shard = torch.searchsorted(self._ends, starts, right=True)  # (B,)
+        offset = starts - self._firsts[shard]  # (B,) within the shard
+        window = self.shards.windows(shard, offset, self.block_size + 1)  # (B, T + 1)
         return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # (B, T) each
 
 
@@ -139,35 +114,53 @@ class RandomWindows(EpochSampler):
 
 
 class EvalWindows(Dataset):
-    """Fixed, non-overlapping windows that score every target position of the stream once:
-    windows start every block_size tokens, and a last one, aligned to the stream end, covers the
+    """Fixed, non-overlapping windows that score every target position of each shard once:
+    windows start every block_size tokens, and a last one, aligned to the shard end, covers the
     remainder with its already-scored targets set to IGNORE. `max_windows` keeps an evenly spaced
-    subset. Item i is batch i, so use DataLoader(..., batch_size=None)."""
+    subset. Only the window starts are stored; tokens are read per batch. Item i is batch i, so
+    use DataLoader(..., batch_size=None)."""
 
     def __init__(
-        self, stream: Tensor, block_size: int, batch_size: int, max_windows: int | None = None
+        self,
+        stream: Tensor | TokenShards,
+        block_size: int,
+        batch_size: int,
+        max_windows: int | None = None,
     ) -> None:
-        n_targets = len(stream) - 1
-        if n_targets < block_size:
-            raise ValueError(f"stream of {len(stream)} tokens is shorter than one window")
-        starts = torch.arange(0, n_targets - block_size + 1, block_size)  # (W,)
+        self.shards = TokenShards.of(stream)
+        if self.shards.lengths.max() - 1 < block_size:
+            raise ValueError(f"stream of {len(self.shards)} tokens is shorter than one window")
+        parts = [
+            self._shard_windows(s, int(n) - 1, block_size)
+            for s, n in enumerate(self.shards.lengths)
+        ]
+        self.shard, self.start, self.ignore = (
+            torch.cat(c) for c in zip(*parts, strict=True)
+        )  # (W,)
+        if max_windows is not None and len(self.start) > max_windows:
+            keep = torch.linspace(0, len(self.start) - 1, max_windows).round().long().unique()
+            self.shard, self.start, self.ignore = (
+                self.shard[keep],
+                self.start[keep],
+                self.ignore[keep],
+            )
+        self.block_size, self.batch_size = block_size, batch_size
+
+    @staticmethod
+    def _shard_windows(shard: int, n_targets: int, block_size: int) -> tuple[Tensor, ...]:
+        """(shard, start, targets to ignore) of each window of one shard."""
+        starts = torch.arange(0, max(0, n_targets - block_size + 1), block_size)  # (w,)
+        ignore = torch.zeros_like(starts)
         covered = len(starts) * block_size  # targets 1 .. covered are scored
-        tail_start = n_targets - block_size
-        if covered < n_targets:
+        if len(starts) and covered < n_targets:
+            tail_start = n_targets - block_size
             starts = torch.cat([starts, torch.tensor([tail_start])])
-        offsets = torch.arange(block_size + 1)
-        window = stream[starts[:, None] + offsets]  # (W, T + 1)
-        self.inputs, self.targets = window[:, :-1], window[:, 1:].clone()  # (W, T) each
-        if covered < n_targets:
-            self.targets[-1, : covered - tail_start] = IGNORE  # scored by the previous window
-        if max_windows is not None and len(starts) > max_windows:
-            keep = torch.linspace(0, len(starts) - 1, max_windows).round().long().unique()
-            self.inputs, self.targets = self.inputs[keep], self.targets[keep]
-        self.batch_size = batch_size
+            ignore = torch.cat([ignore, torch.tensor([covered - tail_start])])
+        return torch.full_like(starts, shard), starts, ignore
 
     @property
     def n_windows(self) -> int:
-        return len(self.inputs)
+        return len(self.start)
 
     def __len__(self) -> int:
         return math.ceil(self.n_windows / self.batch_size)
@@ -176,4 +169,8 @@ class EvalWindows(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        return {"input_ids": self.inputs[rows], "targets": self.targets[rows]}  # (B, T) each
+        window = self.shards.windows(self.shard[rows], self.start[rows], self.block_size + 1)
+        targets = window[:, 1:].clone()  # (B, T)
+        scored_before = torch.arange(self.block_size) < self.ignore[rows, None]  # (B, T)
+        targets[scored_before] = IGNORE  # scored by the previous window
+        return {"input_ids": window[:, :-1], "targets": targets}  # (B, T) each

@@ -1,8 +1,9 @@
 """Sources load raw splits: `load() -> {"train": Split, "validation": Split[, "test": Split]}`.
 
-File sources read a folder (`data.root`) holding one file per split; the test file is optional
-and, when absent, the datamodule tests on validation and says so. `PydocCorpus`, the built-in
-offline corpus, lives in its own module and is re-exported here so every source has one address.
+Record sources (CSV, JSON lines) read a folder (`data.root`) holding one file per split; the
+test file is optional and, when absent, the datamodule tests on validation and says so. Plain
+text corpora of many files (`TextFiles`, `documents.py`) and `PydocCorpus`, the built-in offline
+corpus, live in their own modules and are re-exported here so every source has one address.
 """
 
 import csv
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lm_lab.data.documents import TextFiles
 from lm_lab.data.pydoc_corpus import PydocCorpus
 from lm_lab.data.split import Split
 from lm_lab.utils.errors import ConfigError
@@ -50,38 +52,6 @@ def read_utf8(path: Path) -> str:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); re-save the file as UTF-8"
         ) from err
-
-
-class TextFiles:
-    """Plain text for language modelling: each split is one file, and each file one text."""
-
-    name = "text"
-
-    def __init__(
-        self,
-        root: str | Path,
-        train: str = "train.txt",
-        validation: str = "validation.txt",
-        test: str | None = None,
-    ) -> None:
-        self.root = root
-        self.names = {"train": train, "validation": validation, "test": test}
-
-    def load(self) -> dict[str, Split]:
-        paths = split_files(self.root, self.names)
-        if self.names["test"] is not None and "test" not in paths:
-            raise ConfigError(
-                f"data.source.test={self.names['test']}: not found in {self.root}; "
-                "fix the name or set data.source.test=null to test on validation"
-            )
-        return {split: self._read(path) for split, path in paths.items()}
-
-    @staticmethod
-    def _read(path: Path) -> Split:
-        text = read_utf8(path)
-        if not text.strip():
-            raise ConfigError(f"{path}: the file is empty; give it some text")
-        return Split([text], None, origin=str(path), stats={"read": 1, "chars": len(text)})
 
 
 class RecordFiles:

@@ -11,7 +11,7 @@ file itself (`tokenizers.Tokenizer.from_file` loads it), with lm_lab's settings 
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class Tokenizer:
     eos_id: int | None = None  # ends generation; lm_lab's own tokenizers have none
     bos_ids: list[int] = []  # put before a whole text (a pretrained model's BOS), else nothing
     unk_id: int | None = None  # the id unseen characters map to; None: every text is encodable
+    train_max_chars: int | None = None  # fitting reads at most this much of a corpus; None = all
 
     @property
     def is_fitted(self) -> bool:
@@ -41,7 +42,7 @@ class Tokenizer:
     def vocab_size(self) -> int:
         raise NotImplementedError
 
-    def fit(self, texts: list[str]) -> "Tokenizer":
+    def fit(self, texts: Iterable[str]) -> "Tokenizer":
         return self
 
     def encode(self, text: str) -> list[int]:
@@ -101,8 +102,9 @@ class CharTokenizer(Tokenizer):
     UNK_TEXT = "\ufffd"  # what an unknown id decodes to
     _N_SPECIAL = 2
 
-    def __init__(self, chars: list[str] | None = None) -> None:
+    def __init__(self, chars: list[str] | None = None, train_max_chars: int | None = None) -> None:
         self._set_chars(chars or [])
+        self.train_max_chars = train_max_chars
 
     def _set_chars(self, chars: list[str]) -> None:
         self.chars = list(chars)
@@ -116,7 +118,7 @@ class CharTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._N_SPECIAL + len(self.chars)
 
-    def fit(self, texts: list[str]) -> "CharTokenizer":
+    def fit(self, texts: Iterable[str]) -> "CharTokenizer":
         seen: set[str] = set()
         for text in texts:
             seen.update(text)
@@ -189,7 +191,9 @@ class BPETokenizer(Tokenizer):
     pad_id = 0
     PAD_TOKEN = "<pad>"
 
-    def __init__(self, vocab_size: int = 2000, min_frequency: int = 2) -> None:
+    def __init__(
+        self, vocab_size: int = 2000, min_frequency: int = 2, train_max_chars: int | None = None
+    ) -> None:
         if vocab_size < 257 + 1:
             raise ConfigError(
                 f"tokenizer.vocab_size={vocab_size}: byte-level BPE needs at least 258 "
@@ -197,6 +201,7 @@ class BPETokenizer(Tokenizer):
             )
         self.target_vocab_size = vocab_size
         self.min_frequency = min_frequency
+        self.train_max_chars = train_max_chars
         self._tok: HFTokenizer | None = None
 
     @property
@@ -207,7 +212,7 @@ class BPETokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size() if self._tok is not None else self.target_vocab_size
 
-    def fit(self, texts: list[str]) -> "BPETokenizer":
+    def fit(self, texts: Iterable[str]) -> "BPETokenizer":
         tok = HFTokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -233,7 +238,8 @@ class BPETokenizer(Tokenizer):
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         self._require_fitted()
-        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+        encoded = self._tok.encode_batch_fast(texts, add_special_tokens=False)  # no offsets
+        return [e.ids for e in encoded]
 
     def decode(self, ids: list[int]) -> str:
         self._require_fitted()

@@ -1,0 +1,380 @@
+"""Preparing a corpus for language modelling: documents streamed from the files, tokenized in
+chunks and written as token shards (see `shards.py`), so memory stays flat whatever the corpus
+size. The prepared corpus is cached under `<cache_dir>/corpora/<key>`, the key a hash of the
+files (names, sizes, mtimes, splits), the source's settings and the tokenizer (its settings when
+unfitted: the fitted one is stored with the shards), so a later run only memory-maps it.
+
+BPE (or char) training reads an iterator of training documents capped by the tokenizer's
+`train_max_chars`, from files picked evenly across the corpus, never the whole corpus at once.
+
+Once for a cluster (e.g. on a login node), with the overrides of the training run:
+    python -m lm_lab.cli.prepare data=text data.root=DIR tokenizer=bpe
+then every rank only reads. Without that, local rank 0 of each node prepares and the other
+ranks wait for the manifest.
+"""
+
+import contextlib
+import ctypes
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lm_lab.data.documents import SPLITS, CorpusFile, Unreadable
+from lm_lab.data.shards import (
+    SEPARATOR,
+    TOKENIZER,
+    ShardWriter,
+    TokenShards,
+    building_folder,
+    dtype_for,
+    link,
+    publish,
+    read_manifest,
+)
+from lm_lab.data.split import Split
+from lm_lab.data.tokenizers import Tokenizer, from_json
+from lm_lab.data.tokenizers import load as load_tokenizer
+from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+CHUNK_CHARS = 2_000_000  # characters of documents tokenized per batch: bounds the memory
+SHARD_TOKENS = 2**28  # a shard closes at the first document boundary past this many tokens
+WAIT_S = 6 * 3600  # how long a rank waits for another one's preparation
+Doc = tuple[str, str]  # (split, text)
+
+
+@dataclass
+class PreparedCorpus:
+    """A complete corpus folder: its manifest, its tokenizer and memory-mapped shards."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    tokenizer: Tokenizer
+    keep_alive: Any = field(default=None, repr=False)  # a temporary folder, when uncached
+
+    def shards(self, split: str) -> TokenShards:
+        return TokenShards.open(self.folder, self.manifest["splits"][split], self.manifest["dtype"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    def chars_per_token(self, split: str) -> float:
+        info = self.manifest["splits"][split]
+        return info["chars"] / max(1, info["tokens"])
+
+    def stats(self) -> dict[str, int]:
+        """Flat counts for the data report."""
+        m = self.manifest
+        stats = {f"{split}/{key}": s[key] for split, s in m["splits"].items() for key in COUNTS}
+        if m["held_out"] and "validation" in m["splits"]:
+            stats["validation/held_out_documents"] = m["splits"]["validation"]["documents"]
+        stats |= {f"skipped/{reason}": n for reason, n in m["skipped"].items()}
+        return stats | {"files": m["files"], "ignored_files": m["ignored_files"]}
+
+
+COUNTS = ("documents", "tokens", "chars", "unknown_chars")
+
+
+class MemoryCorpus:
+    """A source that loads its splits in memory (pydoc, csv, jsonl, hf) seen as a corpus: one
+    pseudo-file per split, keyed by a hash of its texts."""
+
+    name = "memory"
+
+    def __init__(self, splits: dict[str, Split]) -> None:
+        self.splits = splits
+
+    def files(self) -> list[CorpusFile]:
+        return [
+            CorpusFile(Path(split.origin or name), name, name, sum(map(len, split.texts)), 0)
+            for name, split in self.splits.items()
+        ]
+
+    def fingerprint(self) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        for name, split in self.splits.items():
+            digest.update(name.encode() + b"\1")
+            for text in split.texts:
+                digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+        return {"source": self.name, "texts": digest.hexdigest()}
+
+    def documents(self, file: CorpusFile, skipped: dict[str, int]) -> Iterator[Doc]:
+        return ((file.split, text) for text in self.splits[file.split].texts)
+
+
+def corpus_key(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) -> str:
+    """Changes with anything that changes the shards; equal on every rank and machine."""
+    if tokenizer.is_fitted:
+        identity = tokenizer.to_json()
+    else:  # its settings; the fitted tokenizer is stored with the shards
+        settings = {k: v for k, v in vars(tokenizer).items() if not k.startswith("_")}
+        identity = json.dumps([type(tokenizer).__name__, settings], sort_keys=True, default=str)
+    state = {
+        "corpus": corpus.fingerprint(),
+        "files": [(f.name, f.split, f.size, f.mtime_ns) for f in files],
+        "tokenizer": identity,
+        "shard_tokens": SHARD_TOKENS,
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def prepare(
+    corpus: Any,
+    tokenizer: Tokenizer,
+    cache_dir: str | Path | None,
+    num_proc: int | None = None,
+    local_rank: int | None = None,
+    shard_tokens: int = SHARD_TOKENS,
+) -> PreparedCorpus:
+    """The prepared corpus, from the cache when it is there. Local rank 0 (or anyone, without
+    DDP) prepares what is missing; other ranks wait for its manifest. cache_dir None prepares
+    into a temporary folder that lives as long as the returned object."""
+    files = corpus.files()
+    keep_alive = None
+    if cache_dir is None:
+        keep_alive = tempfile.TemporaryDirectory(prefix="lm_lab_corpus_")
+        cache_dir = keep_alive.name
+    final = Path(cache_dir).expanduser() / "corpora" / corpus_key(corpus, files, tokenizer)
+    manifest = read_manifest(final)
+    if manifest is None:
+        rank = local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", 0))
+        if rank == 0 or keep_alive is not None:
+            build(corpus, files, tokenizer, final, num_proc, shard_tokens)
+        else:
+            wait_for(final)
+        manifest = read_manifest(final)
+    else:
+        log.info(f"prepared corpus found: {final}")
+    fitted = tokenizer if tokenizer.is_fitted else load_tokenizer(final / TOKENIZER)
+    if fitted is not tokenizer:  # a later run given this fitted tokenizer (eval.py) finds it too
+        link(final, final.parent / corpus_key(corpus, files, fitted))
+    return PreparedCorpus(final, manifest, fitted, keep_alive)
+
+
+def wait_for(final: Path) -> None:
+    started = time.monotonic()
+    while read_manifest(final) is None:
+        if time.monotonic() - started > WAIT_S:
+            raise ConfigError(
+                f"waited {WAIT_S}s for {final / 'manifest.json'}; prepare the corpus first: "
+                "python -m lm_lab.cli.prepare <the run's overrides>"
+            )
+        time.sleep(1.0)
+
+
+# ---- building ------------------------------------------------------------------------------
+
+
+def build(
+    corpus: Any,
+    files: list[CorpusFile],
+    tokenizer: Tokenizer,
+    final: Path,
+    num_proc: int | None,
+    shard_tokens: int,
+) -> None:
+    """Fits the tokenizer if needed, writes every split's shards in one pass over the files,
+    then publishes the folder. Anything but success leaves no visible corpus behind."""
+    tmp = building_folder(final)
+    try:
+        fit_s = fit_tokenizer(corpus, files, tokenizer)
+        tokenizer.save(tmp / TOKENIZER)
+        started = time.perf_counter()
+        summary = write_shards(corpus, files, tokenizer, tmp, num_proc, shard_tokens)
+        seconds = time.perf_counter() - started
+        check_splits(corpus, summary)
+        held_out = any(f.split is None for f in files)
+        timing = {"fit_tokenizer_s": round(fit_s, 2), "tokenize_s": round(seconds, 2)}
+        publish(tmp, final, summary | timing | {"held_out": held_out})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tokens = sum(s["tokens"] for s in summary["splits"].values())
+    mb = summary["bytes"] / 1e6
+    log.info(
+        f"prepared {summary['files']} files ({mb:.1f} MB, {tokens} tokens) in {seconds:.1f}s: "
+        f"{mb / seconds:.2f} MB/s, {tokens / seconds:.0f} tokens/s -> {final}"
+    )
+
+
+def fit_tokenizer(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) -> float:
+    """Seconds spent fitting (0 when the tokenizer arrives fitted)."""
+    if tokenizer.is_fitted:
+        return 0.0
+    started = time.perf_counter()
+    sample = training_sample(corpus, files, tokenizer.train_max_chars)
+    tokenizer.fit(itertools.chain(sample, [SEPARATOR]))  # documents are joined by it
+    seconds = time.perf_counter() - started
+    log.info(f"tokenizer {tokenizer} fitted in {seconds:.1f}s")
+    return seconds
+
+
+def training_sample(corpus: Any, files: list[CorpusFile], max_chars: int | None) -> Iterator[str]:
+    """Training documents for fitting a tokenizer, at most max_chars of them: from files picked
+    evenly across the corpus (by count, sized so their bytes about match the cap), in order,
+    the last one cut at the cap. None reads every training document."""
+    candidates = [f for f in files if f.split in ("train", None)]
+    total = sum(f.size for f in candidates)
+    if max_chars is not None and total > max_chars:
+        n = max(1, math.ceil(len(candidates) * max_chars / total))
+        candidates = [candidates[int((j + 0.5) * len(candidates) / n)] for j in range(n)]
+    budget = math.inf if max_chars is None else max_chars
+    for file in candidates:
+        try:
+            for split, text in corpus.documents(file, {}):
+                if split == "train":
+                    yield text[: int(min(budget, len(text)))]
+                    budget -= len(text)
+                    if budget <= 0:
+                        return
+        except Unreadable:
+            continue  # counted by the tokenizing pass
+
+
+def write_shards(
+    corpus: Any,
+    files: list[CorpusFile],
+    tokenizer: Tokenizer,
+    folder: Path,
+    num_proc: int | None,
+    shard_tokens: int,
+) -> dict[str, Any]:
+    """One pass: documents read, tokenized a chunk at a time, appended to their split's shards."""
+    dtype = dtype_for(tokenizer.vocab_size)
+    separator = tokenizer.encode(SEPARATOR)
+    writers = {s: ShardWriter(folder, s, dtype, separator, shard_tokens) for s in SPLITS}
+    skipped: Counter[str] = Counter()
+    total = sum(f.size for f in files)
+    tokens = 0
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="preparing", mininterval=1.0, disable=None
+    ) as bar:
+        docs = read_documents(corpus, files, skipped, bar)
+        for meta, encoded in encoded_chunks(chunks(docs), tokenizer, num_proc, dtype):
+            for split in set(s for s, _ in meta):
+                mine = [i for i, (s, _) in enumerate(meta) if s == split]
+                chars = sum(meta[i][1] for i in mine)
+                tokens += writers[split].add([encoded[i] for i in mine], chars)
+            bar.set_postfix_str(f"{tokens / max(bar.format_dict['elapsed'], 1e-9):.0f} tokens/s")
+    splits = {
+        s: w.summary() | unknown(folder, w, tokenizer) for s, w in writers.items() if w.documents
+    }
+    return {
+        "dtype": dtype.name,
+        "splits": splits,
+        "skipped": dict(skipped),
+        "files": len(files),
+        "ignored_files": getattr(corpus, "ignored_files", 0),
+        "bytes": total,
+    }
+
+
+def unknown(folder: Path, writer: ShardWriter, tokenizer: Tokenizer) -> dict[str, int]:
+    """{"unknown_chars": ids standing for characters the tokenizer never saw}: one read of the
+    written shards, page by page (0 for tokenizers without an UNK id)."""
+    if tokenizer.unk_id is None:
+        return {"unknown_chars": 0}
+    arrays = [np.memmap(folder / s["file"], dtype=writer.dtype, mode="r") for s in writer.shards]
+    return {"unknown_chars": sum(int(np.count_nonzero(a == tokenizer.unk_id)) for a in arrays)}
+
+
+def read_documents(
+    corpus: Any, files: list[CorpusFile], skipped: Counter[str], bar: tqdm
+) -> Iterator[Doc]:
+    """Every document of every file; a file that cannot be read is skipped and counted."""
+    for file in files:
+        try:
+            yield from corpus.documents(file, skipped)
+        except Unreadable as err:
+            skipped[err.reason] += 1
+            if skipped[err.reason] <= 3:
+                log.warning(f"skipped {err} ({err.reason})")
+        bar.update(file.size)
+
+
+def chunks(docs: Iterator[Doc], chunk_chars: int = CHUNK_CHARS) -> Iterator[list[Doc]]:
+    chunk: list[Doc] = []
+    size = 0
+    for doc in docs:
+        chunk.append(doc)
+        size += len(doc[1])
+        if size >= chunk_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def encoded_chunks(
+    chunks: Iterator[list[Doc]], tokenizer: Tokenizer, num_proc: int | None, dtype: np.dtype
+) -> Iterator[tuple[list[tuple[str, int]], list[Any]]]:
+    """((split, chars) per document, ids per document) per chunk, in order. BPE encodes a batch
+    on all cores by itself; other tokenizers get `num_proc` worker processes (None = all cores),
+    with a bounded number of chunks in flight so memory stays flat."""
+    native = type(tokenizer).encode_batch is not Tokenizer.encode_batch
+    workers = num_proc or os.cpu_count() or 1
+    head = list(itertools.islice(chunks, 2))  # a single chunk is not worth starting a pool
+    chunks = itertools.chain(head, chunks)
+    if native or workers <= 1 or len(head) < 2:
+        for chunk in chunks:
+            yield [(s, len(t)) for s, t in chunk], tokenizer.encode_batch([t for _, t in chunk])
+        return
+    with ProcessPoolExecutor(
+        workers, initializer=_init_worker, initargs=(tokenizer.to_json(),)
+    ) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            texts = [t for _, t in chunk]
+            pending.append(([(s, len(t)) for s, t in chunk], pool.submit(_encode, texts, dtype)))
+            if len(pending) > 2 * workers:
+                meta, future = pending.popleft()
+                yield meta, future.result()
+        for meta, future in pending:
+            yield meta, future.result()
+
+
+_worker_tokenizer: Tokenizer | None = None
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+
+
+def _init_worker(tokenizer_json: str) -> None:
+    """Also asks Linux to end the worker with its parent, so a killed preparation leaves none."""
+    global _worker_tokenizer
+    _worker_tokenizer = from_json(tokenizer_json)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _encode(texts: list[str], dtype: np.dtype) -> list[np.ndarray]:
+    return [np.asarray(ids, dtype=dtype) for ids in _worker_tokenizer.encode_batch(texts)]
+
+
+def check_splits(corpus: Any, summary: dict[str, Any]) -> None:
+    """Fatal only when nothing usable is left."""
+    where = getattr(corpus, "root", corpus.name)
+    skipped = ", ".join(f"{k}={n}" for k, n in summary["skipped"].items()) or "none"
+    hint = {"train": "", "validation": ", or raise data.source.val_fraction"}
+    for split, more in hint.items():
+        if split not in summary["splits"]:
+            raise ConfigError(
+                f"data.root={where}: no readable {split} documents (skipped: {skipped}); "
+                f"check the files{more}"
+            )
