@@ -29,6 +29,7 @@ TINY = [
     "trainer.limit_test_batches=1",
     "extras.print_config=false",
     "callbacks.progress_bar=null",
+    "task.baseline=null",  # no TF-IDF reference here (tests/tasks/test_classifier_baseline.py)
 ]
 SENTENCES = ["the movie was great", "a boring film", "I loved it", "the plot made no sense"]
 STRATEGIES = ["full", "head", "partial", "lora", "adapter", "bitfit", "prompt", "ia3"]
