@@ -6,7 +6,6 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lm_lab.build import load_module
@@ -15,6 +14,9 @@ from lm_lab.eval.modes import MODES
 from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.io import write_json
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 SPLITS = ("test", "validation")
 
@@ -76,5 +78,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "split": cfg.split,
     }
     write_json(out_dir / "metrics.json", result)
-    rank_zero_info(f"run dir: {out_dir}")
+    log.info(f"run dir: {out_dir}")
     return result

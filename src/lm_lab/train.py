@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.build import build_module
@@ -26,6 +26,9 @@ from lm_lab.hf.folder import is_hf_source
 from lm_lab.hf.load import Pretrained
 from lm_lab.sizing import parameter_counts
 from lm_lab.utils.io import METRICS_FILE, write_json
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def build_datamodule(cfg: DictConfig, hf_init: bool = False) -> TextDataModule:
@@ -135,7 +138,7 @@ def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json(out_dir / METRICS_FILE, result)
     finish_wandb()
-    rank_zero_info(f"params: {result['params']}; run dir: {out_dir}")
+    log.info(f"params: {result['params']}; run dir: {out_dir}")
     return result
 
 

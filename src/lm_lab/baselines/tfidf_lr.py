@@ -8,11 +8,14 @@ Knows nothing of models or tokenizers: it reads raw texts and label ids.
 import time
 from collections.abc import Sequence
 
-from lightning.pytorch.utilities import rank_zero_info
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import FeatureUnion
+
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 Labelled = tuple[Sequence[str], Sequence[int]]  # raw texts of one split, their label ids 0..C-1
 
@@ -59,7 +62,7 @@ class TfidfLogisticRegression:
             test_pred[c] = model.predict(x_test)
         best_c = max(self.Cs, key=lambda c: val_acc[c])  # ties: the first listed
         predicted = test_pred[best_c]
-        rank_zero_info(
+        log.info(
             f"baseline tfidf_lr: C={best_c:g} of {self.Cs} on validation, {x_train.shape[1]} "
             f"features, {time.perf_counter() - started:.1f}s"
         )

@@ -11,7 +11,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lm_lab.data.classification import (
@@ -28,6 +27,9 @@ from lm_lab.data.shards import TokenShards
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 TASKS = ("classify", "generate")
 TRAINED_HEAD = ("the checkpoint's head", "evaluate it on data labelled with those names only")
@@ -139,7 +141,7 @@ class TextDataModule(L.LightningDataModule):
         else:  # the tokenizer is fitted by `prepare`, on a sample of the training documents
             self._build_language_modeling()
         self.stats["setup_ms"] = round(1000 * (time.perf_counter() - started))
-        rank_zero_info(f"data setup took {self.stats['setup_ms'] / 1000:.2f}s")
+        log.info(f"data setup took {self.stats['setup_ms'] / 1000:.2f}s")
         self._report()
 
     def _load(self) -> dict[str, Split]:
@@ -161,7 +163,7 @@ class TextDataModule(L.LightningDataModule):
     def _test_on_validation(self) -> None:
         self.test_split = "validation"
         self.stats["test/from_validation"] = 1
-        rank_zero_info(f"data={self._name()} has no test split: testing on validation")
+        log.info(f"data={self._name()} has no test split: testing on validation")
 
     def _build_classification(self, splits: dict[str, Split]) -> None:
         known_by = TRAINED_HEAD if self.label_names is not None else TRAINING_SPLIT
@@ -229,7 +231,7 @@ class TextDataModule(L.LightningDataModule):
 
     def _report(self) -> None:
         counts = ", ".join(f"{key}={n}" for key, n in self.stats.items())
-        rank_zero_info(f"data={self._name()} task={self.task} tokenizer={self.tokenizer}: {counts}")
+        log.info(f"data={self._name()} task={self.task} tokenizer={self.tokenizer}: {counts}")
 
     # ---- dataloaders ---------------------------------------------------------------------------
 
@@ -281,7 +283,7 @@ class TextDataModule(L.LightningDataModule):
             return self._loader(dataset)
         unit = "examples" if self.task == "classify" else "batches of windows"
         rows = eval_share(len(dataset), rank, world, f"the {split} split's {unit}")
-        rank_zero_info(f"{split}: {len(dataset)} {unit} over {world} ranks, each scored once")
+        log.info(f"{split}: {len(dataset)} {unit} over {world} ranks, each scored once")
         return self._loader(dataset, sampler=rows)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
@@ -27,7 +26,10 @@ from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.eval.curves import save_curve
 from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
 from lm_lab.utils.markdown import markdown_table
+
+log = get_logger(__name__)
 
 Example = tuple[str, str]  # (text, label name)
 LogitsFn = Callable[[Tensor], Tensor]  # input ids (B, T) -> next-token logits (B, T, V)
@@ -254,7 +256,7 @@ def template_for(labels: set[str], template: PromptTemplate) -> PromptTemplate:
             "(icl.template.verbalizers.<label>=<word>) or use icl_template=generic"
         )
     generic = PromptTemplate()
-    rank_zero_info(
+    log.info(
         f"icl: the template has no words for labels {sorted(labels)}: using the generic "
         f"template {generic.demo!r} with the label names as verbalizers (icl_template=...)"
     )
@@ -304,16 +306,16 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
             for s in range(icl.seeds)
         ]
         rows.append(summarise(k, cells, len(queries)))
-        rank_zero_info(f"icl k={k}: " + ", ".join(f"{key}={v}" for key, v in rows[-1].items()))
+        log.info(f"icl k={k}: " + ", ".join(f"{key}={v}" for key, v in rows[-1].items()))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
     (out_dir / "icl.md").write_text(table + "\n")
     curves = ("acc", "acc_norm", "acc_calib") if icl.calibrate else ("acc", "acc_norm")
     save_curve(out_dir / "icl_kshot.png", rows, "k", curves, "demonstrations k")
-    print(table)
+    log.info(table)
     if any(r["demos_dropped"] for r in rows):
-        rank_zero_info(f"demos that did not fit in {budget} prompt tokens were dropped (counted)")
+        log.info(f"demos that did not fit in {budget} prompt tokens were dropped (counted)")
     return {
         "mode": "icl",
         "rows": rows,

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
 from lm_lab.data.language_modeling import IGNORE, EvalWindows, token_stream
@@ -21,7 +20,10 @@ from lm_lab.data.synthetic import Induction, generate
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
 from lm_lab.utils.markdown import markdown_table
+
+log = get_logger(__name__)
 
 
 @torch.no_grad()
@@ -89,6 +91,6 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "length.md").write_text(table + "\n")
-    print(table)
-    rank_zero_info(f"trained block_size={saved.data.get('block_size')}")
+    log.info(table)
+    log.info(f"trained block_size={saved.data.get('block_size')}")
     return {"mode": "length", "rows": rows, "trained_block_size": saved.data.get("block_size")}

@@ -5,13 +5,11 @@
 checkpoint cannot give back); `restore_adapter` rebuilds a module from that plus the base.
 """
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 from torch import nn
 
@@ -19,10 +17,11 @@ from lm_lab.checkpoint import CheckpointMeta
 from lm_lab.finetune.base import adapter_state, apply_finetune, base_name, trainable_report
 from lm_lab.finetune.transfer import load_backbone
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger, render
+
+log = get_logger(__name__)
 
 ADAPTER_FILE = "adapter.pt"
-
-log = logging.getLogger(__name__)
 
 
 def prepare_finetune(
@@ -48,7 +47,7 @@ def print_report(report: dict[str, Any], strategy: str) -> None:
         table.add_column(column, justify="left" if column == "group" else "right")
     for group, row in report.items():
         table.add_row(group, f"{row['trainable']:,}", f"{row['total']:,}", f"{row['percent']:.2f}")
-    Console().print(table)
+    log.info(render(table))
     log.info(
         f"trainable params: {report['all']['trainable']} / {report['all']['total']} "
         f"({report['all']['percent']}%)"

@@ -5,7 +5,6 @@ model config must describe the same architecture; dropout and `bidirectional` ma
 LM has no backward LSTMs: a bidirectional classifier starts them new).
 """
 
-import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,11 @@ from lm_lab.checkpoint import CheckpointMeta, read_checkpoint, read_meta
 from lm_lab.data.tokenizers import Tokenizer, from_json
 from lm_lab.finetune.base import BACKBONE, group_of
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 FREE_KEYS = ("dropout", "bidirectional")  # may differ between pretraining and fine-tuning
-
-log = logging.getLogger(__name__)
 
 
 def pretrained_tokenizer(cfg: DictConfig) -> Tokenizer | None:

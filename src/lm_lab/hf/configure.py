@@ -1,18 +1,17 @@
 """`init_from=<hf dir>` in a training run: the folder's config.json replaces the run's model
 group and its tokenizer replaces the run's; only `model.dropout` may still be set."""
 
-import logging
-
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.hf.load import Pretrained
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 FREE_MODEL_KEYS = ("dropout",)  # change no weight's shape or meaning
-
-log = logging.getLogger(__name__)
 
 
 def model_overrides() -> list[str]:

@@ -9,7 +9,6 @@ are merged first; a LoRA run also gets a PEFT adapter (`adapter/`) over its unme
 """
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,10 @@ from torch.nn.utils import parametrize
 
 from lm_lab.hf.families import TARGET, rules
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
+
 EXPORTABLE = (None, "full", "head", "partial", "bitfit", "lora", "ia3")  # strategy short names
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",

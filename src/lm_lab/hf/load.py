@@ -5,7 +5,6 @@ opened per tensor so that no mapping outlives its tensor) into the backbone's ow
 the rise of memory during a load is the model itself plus one tensor.
 """
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,10 @@ from lm_lab.data.tokenizers import PretrainedTokenizer
 from lm_lab.hf.families import Rule, model_config, rules
 from lm_lab.hf.folder import read_config, resolve, weight_files
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
+
 CONTEXT_CAP = 2048  # block size assumed for probes of a model that was never trained here
 
 

@@ -5,7 +5,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
-from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
@@ -17,6 +16,9 @@ from torchmetrics.classification import (
 
 from lm_lab.tasks.base import TaskModule
 from lm_lab.tasks.pooling import POOLINGS, pool
+from lm_lab.utils.logging import get_logger, render
+
+log = get_logger(__name__)
 
 
 class Classifier(TaskModule):
@@ -109,4 +111,4 @@ def print_confusion(matrix: torch.Tensor, label_names: list[str]) -> None:
         table.add_column(name[:10], justify="right")
     for name, row in zip(label_names, matrix.tolist(), strict=True):
         table.add_row(name, *(str(v) for v in row))
-    Console().print(table)
+    log.info(render(table))
