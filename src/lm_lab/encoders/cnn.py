@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lm_lab.encoders.base import Encoder, State
+from lm_lab.encoders.base import LayerStack, State
 
 
 class ConvBlock(nn.Module):
@@ -35,7 +35,7 @@ class ConvBlock(nn.Module):
         return self.norm(x + self.drop(self.proj(F.gelu(h))))  # (B, T, D)
 
 
-class CNNEncoder(Encoder):
+class CNNEncoder(LayerStack):
     """`n_layers` ConvBlocks; unbounded length and no positions: order lives in the windows."""
 
     def __init__(
@@ -48,15 +48,10 @@ class CNNEncoder(Encoder):
         super().__init__()
         if not kernel_sizes or min(kernel_sizes) < 1:
             raise ValueError(f"model.kernel_sizes={list(kernel_sizes)}: give widths >= 1")
-        self.d_model, self.max_len = d_model, None
+        self.d_model, self.max_len, self.pos = d_model, None, None  # no positions: n-grams
         self.layers = nn.ModuleList(
             ConvBlock(d_model, tuple(kernel_sizes), dropout) for _ in range(n_layers)
         )
-
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        for layer in self.layers:
-            x = layer(x, pad_mask, causal)  # (B, T, D)
-        return x
 
     def forward_step(
         self, x: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None
