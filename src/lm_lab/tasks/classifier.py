@@ -15,6 +15,7 @@ from torchmetrics.classification import (
 )
 
 from lm_lab.tasks.base import TaskModule
+from lm_lab.tasks.ngram_bag import NgramBag
 from lm_lab.tasks.pooling import POOLINGS, pool
 from lm_lab.utils.logging import get_logger, render
 
@@ -32,6 +33,7 @@ class Classifier(TaskModule):
         pooling: str = "mean",
         head_dropout: float = 0.1,
         label_smoothing: float = 0.0,
+        ngram_bag: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -43,7 +45,9 @@ class Classifier(TaskModule):
         self.label_smoothing = label_smoothing  # training loss only: eval losses stay comparable
         n_classes = len(self.label_names)
         self.head_dropout = nn.Dropout(head_dropout)
-        self.head = nn.Linear(self.backbone.d_model, n_classes)
+        self.ngram_bag = NgramBag(**ngram_bag) if ngram_bag else None  # the "wide" half
+        width = self.backbone.d_model + (self.ngram_bag.dim if self.ngram_bag else 0)
+        self.head = nn.Linear(width, n_classes)
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(n_classes, average="micro"),
@@ -57,7 +61,10 @@ class Classifier(TaskModule):
 
     def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         h = self.backbone(input_ids, pad_mask, causal=self.causal)  # (B, T, D)
-        return self.head(self.head_dropout(pool(h, pad_mask, self.pooling)))  # (B, C)
+        pooled = self.head_dropout(pool(h, pad_mask, self.pooling))  # (B, D)
+        if self.ngram_bag is not None:
+            pooled = torch.cat([pooled, self.ngram_bag(input_ids, pad_mask)], -1)  # (B, D + dim)
+        return self.head(pooled)  # (B, C)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         logits = self(batch["input_ids"], batch["pad_mask"])  # (B, C)
