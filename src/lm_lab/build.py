@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
 from lm_lab.data.tokenizers import from_json
@@ -18,15 +19,39 @@ from lm_lab.hf.folder import is_hf_source
 from lm_lab.hf.load import Pretrained, load_language_model
 from lm_lab.sizing import sized_encoder_config
 from lm_lab.tasks.base import TaskModule
+from lm_lab.utils.errors import ConfigError
 
 
 def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None) -> TaskModule:
     """Encoder from cfg.model (sized to model.param_budget / model.size when set), wrapped in a
     Backbone sized by the tokenizer, under cfg.task."""
     vocab, pad = tokenizer.vocab_size, tokenizer.pad_id
-    encoder = instantiate(sized_encoder_config(cfg.model, vocab, pad))
-    backbone = Backbone(encoder, vocab, pad, lm_head=cfg.task.get("name") == "generate")
-    return instantiate(cfg.task, backbone=backbone, tokenizer=tokenizer, label_names=label_names)
+
+    def backbone() -> Backbone:
+        encoder = instantiate(sized_encoder_config(cfg.model, vocab, pad))
+        return Backbone(encoder, vocab, pad, lm_head=cfg.task.get("name") == "generate")
+
+    members = _members(cfg)  # a classifier's ensemble: one freshly initialised backbone each
+    more = {"more_backbones": nn.ModuleList(backbone() for _ in range(members - 1))}
+    return instantiate(
+        cfg.task,
+        backbone=backbone(),
+        tokenizer=tokenizer,
+        label_names=label_names,
+        **(more if members > 1 else {}),
+    )
+
+
+def _members(cfg: DictConfig) -> int:
+    """task.members; more than one trains K models from scratch side by side, so it cannot
+    start from a pretrained backbone or freeze part of one."""
+    members = cfg.task.get("members", 1)
+    if members > 1 and (cfg.get("init_from") or not str(cfg.finetune._target_).endswith(".Full")):
+        raise ConfigError(
+            f"task.members={members} trains {members} models from scratch side by side: "
+            "use it with finetune=full and without init_from, or set task.members=1"
+        )
+    return members
 
 
 def load_module(

@@ -230,6 +230,10 @@ RULE_CASES = {
         ("task.head_dropout=1.5",),
         "task.head_dropout=1.5: must be a number in [0, 1)",
     ),
+    "task.members": (
+        ("task.members=0",),
+        "task.members=0: must be an integer >= 1 (models trained side by side, averaged)",
+    ),
     "task.monitor_mode": (("task.monitor_mode=up",), "task.monitor_mode='up': must be min or max"),
     "task.optimizer.lr": (
         ("task.optimizer.lr=inf",),

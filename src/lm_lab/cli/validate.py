@@ -53,6 +53,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.n_heads", _int_at_least(1), "an integer >= 1 that divides model.d_model"),
     ("model.dropout", _fraction, "a number in [0, 1)"),
     ("task.head_dropout", _fraction, "a number in [0, 1)"),
+    ("task.members", _int_at_least(1), "an integer >= 1 (models trained side by side, averaged)"),
     ("task.monitor_mode", lambda v: v in ("min", "max"), "min or max"),
     ("task.optimizer.lr", lambda v: _number(v) and v > 0, "a finite number > 0, e.g. 1e-3"),
     ("task.optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),

@@ -1,5 +1,6 @@
 """Text classification: backbone -> pooled vector -> linear head, with accuracy and macro-F1."""
 
+import math
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ class Classifier(TaskModule):
         head_dropout: float = 0.1,
         label_smoothing: float = 0.0,
         ngram_bag: dict[str, Any] | None = None,
+        members: int = 1,
+        more_backbones: nn.ModuleList | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -48,6 +51,16 @@ class Classifier(TaskModule):
         self.ngram_bag = NgramBag(**ngram_bag) if ngram_bag else None  # the "wide" half
         width = self.backbone.d_model + (self.ngram_bag.dim if self.ngram_bag else 0)
         self.head = nn.Linear(width, n_classes)
+        more = list(more_backbones or [])
+        if members < 1 or len(more) != members - 1:
+            raise ValueError(f"task.members={members}: give an integer >= 1")
+        self.others = nn.ModuleList(  # members 2..K: their own backbone, bag and head
+            nn.ModuleDict(
+                {"backbone": b, "head": nn.Linear(width, n_classes)}
+                | ({"ngram_bag": NgramBag(**ngram_bag)} if ngram_bag else {})
+            )
+            for b in more
+        )
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(n_classes, average="micro"),
@@ -60,15 +73,40 @@ class Classifier(TaskModule):
         self.baseline_scores: dict[str, float] | None = None  # fitted once, at the first test
 
     def forward(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        h = self.backbone(input_ids, pad_mask, causal=self.causal)  # (B, T, D)
+        """Logits (B, C). With `members` > 1, the log of the members' mean probability: the
+        ensemble's prediction, so softmax, argmax and cross-entropy read it like logits."""
+        logits = self.member_logits(input_ids, pad_mask)  # (K, B, C)
+        if len(logits) == 1:
+            return logits[0]
+        return logits.log_softmax(-1).logsumexp(0) - math.log(len(logits))  # (B, C)
+
+    def member_logits(self, input_ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Each member's own logits (K, B, C); member 1 is `backbone`, `ngram_bag`, `head`."""
+        members = [(self.backbone, self.ngram_bag, self.head)]
+        members += [(m["backbone"], getattr(m, "ngram_bag", None), m["head"]) for m in self.others]
+        return torch.stack([self._logits(*m, input_ids, pad_mask) for m in members])
+
+    def _logits(
+        self,
+        backbone: nn.Module,
+        bag: NgramBag | None,
+        head: nn.Module,
+        input_ids: Tensor,
+        pad_mask: Tensor | None,
+    ) -> Tensor:
+        h = backbone(input_ids, pad_mask, causal=self.causal)  # (B, T, D)
         pooled = self.head_dropout(pool(h, pad_mask, self.pooling))  # (B, D)
-        if self.ngram_bag is not None:
-            pooled = torch.cat([pooled, self.ngram_bag(input_ids, pad_mask)], -1)  # (B, D + dim)
-        return self.head(pooled)  # (B, C)
+        if bag is not None:
+            pooled = torch.cat([pooled, bag(input_ids, pad_mask)], -1)  # (B, D + dim)
+        return head(pooled)  # (B, C)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        logits = self(batch["input_ids"], batch["pad_mask"])  # (B, C)
-        loss = F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)
+        """Each member learns from its own loss, as if trained alone (the mean over members
+        scales every gradient by 1/K, which AdamW's per-weight step size ignores): averaging
+        independently trained models is what makes an ensemble beat its members."""
+        logits = self.member_logits(batch["input_ids"], batch["pad_mask"])  # (K, B, C)
+        labels = batch["labels"].repeat(len(logits))  # (K * B,)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels, label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
