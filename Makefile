@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install lm_lab (CPU torch pinned for this machine)
 
-train: $(STAMP) ## train the default model on the built-in data and print test metrics
-	$(PY) train.py $(ARGS)
+train: $(STAMP) ## train the pydoc recipe on the built-in data; prints test metrics beside TF-IDF + LR
+	$(PY) train.py experiment=pydoc_classify $(ARGS)
 
 finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strategy, write a table (~1 h; ARGS=--steps 300 ...)
 	$(PY) scripts/finetune_compare.py $(ARGS)

@@ -14,7 +14,8 @@ def test_recipe_runs_one_fast_dev_run_step(recipe, compose, shared_data):
     if recipe in NEEDS:
         shared_data(NEEDS[recipe])  # a skip here, a failure under CI=true
     cfg = compose(f"experiment={recipe}", "debug=fast_dev_run")
-    assert cfg.model._target_.endswith("CNNEncoder") and cfg.task.pooling == "max"
+    encoder = "BiLSTMEncoder" if recipe == "sst2_classify" else "CNNEncoder"
+    assert cfg.model._target_.endswith(encoder) and cfg.task.pooling == "max"
     assert cfg.task.ngram_bag.orders == [1, 2, 3]  # the wide half of the recipe
     assert "test/acc" in train(cfg)["metrics"]
 
