@@ -63,6 +63,15 @@ def test_train_py_refuses_a_bad_value_in_one_line(tmp_path):
     assert err == "error: finetune.rank=0: must be an integer >= 1 (the rank of each LoRA update)"
 
 
+def test_a_key_left_by_an_experiment_for_another_encoder_is_one_line(tmp_path):
+    done = run_cli(tmp_path, "experiment=pydoc_classify", "model=bilstm", "task.baseline=null")
+    assert one_line_error(done) == (
+        "error: model.kernel_sizes: lm_lab.encoders.bilstm.BiLSTMEncoder has no parameter "
+        "'kernel_sizes' (an experiment or override set it for another choice of the group): "
+        "drop it with ~model.kernel_sizes"
+    )
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

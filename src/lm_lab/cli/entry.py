@@ -15,6 +15,7 @@ train.py, eval.py and generate.py share one preamble.
 import functools
 import inspect
 import os
+import re
 import sys
 import sysconfig
 import traceback
@@ -174,7 +175,7 @@ def one_line(err: BaseException) -> str | None:
         cause = err.__cause__
         if isinstance(cause, ValueError | MisconfigurationException | OmegaConfBaseException):
             return one_line(cause)
-        return None
+        return _foreign_key(err) if isinstance(cause, TypeError) else None
     if isinstance(err, OverrideParseException) and "LexerNoViableAlt" in err.message:
         key, _, value = err.override.partition("=")  # a character the grammar has no token for
         return (
@@ -192,6 +193,29 @@ def one_line(err: BaseException) -> str | None:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         return " ".join(lines[:2])
     return _first_line(err)
+
+
+# where each package's objects are configured, for naming the key a constructor refuses
+GROUPS = {
+    "encoders": "model",
+    "tasks": "task",
+    "finetune": "finetune",
+    "baselines": "task.baseline",
+}
+
+
+def _foreign_key(err: InstantiationException) -> str | None:
+    """A key the constructor has no parameter for, left by an experiment written for another
+    choice of the group (`experiment=pydoc_classify model=bilstm` keeps the CNN's kernel_sizes)."""
+    kwarg = re.search(r"unexpected keyword argument '(\w+)'", str(err.__cause__))
+    target = re.search(r"target '(lm_lab\.(\w+)\.[\w.]+)'", str(err))
+    if not (kwarg and target and target.group(2) in GROUPS):
+        return None  # not a key of ours: a bug, shown in full
+    key = f"{GROUPS[target.group(2)]}.{kwarg.group(1)}"
+    return (
+        f"{key}: {target.group(1)} has no parameter {kwarg.group(1)!r} (an experiment or override "
+        f"set it for another choice of the group): drop it with ~{key}"
+    )
 
 
 def _first_line(err: BaseException) -> str:

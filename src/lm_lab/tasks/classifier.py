@@ -102,8 +102,9 @@ class Classifier(TaskModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Each member learns from its own loss, as if trained alone (the mean over members
-        scales every gradient by 1/K, which AdamW's per-weight step size ignores): averaging
-        independently trained models is what makes an ensemble beat its members."""
+        scales every gradient by 1/K, which AdamW's per-weight step size ignores; only the global
+        gradient-norm clip still sees them together): averaging independently trained models is
+        what makes an ensemble beat its members."""
         logits = self.member_logits(batch["input_ids"], batch["pad_mask"])  # (K, B, C)
         labels = batch["labels"].repeat(len(logits))  # (K * B,)
         loss = F.cross_entropy(logits.flatten(0, 1), labels, label_smoothing=self.label_smoothing)
