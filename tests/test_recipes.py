@@ -20,11 +20,12 @@ def test_recipe_runs_one_fast_dev_run_step(recipe, compose, shared_data):
     assert "test/acc" in train(cfg)["metrics"]
 
 
-def test_csv_recipe_runs_on_any_text_label_folder(compose, planted_csv):
-    cfg = compose("experiment=csv_classify", f"data.root={planted_csv}")
+def test_csv_recipe_runs_on_any_text_label_folder_and_reports_both_numbers(compose, planted_csv):
+    cfg = compose("experiment=csv_classify", f"data.root={planted_csv}", "task/baseline=tfidf_lr")
     cfg.trainer.limit_train_batches = 2
     metrics = train(cfg)["metrics"]
-    assert {"test/acc", "val/acc"} <= set(metrics)
+    assert {"test/acc", "val/acc", "test/baseline_acc", "test/baseline_f1"} <= set(metrics)
+    assert cfg.task.members == 3  # the ensemble of the pydoc recipe, in a tiny run
 
 
 def test_recipes_keep_the_baseline_on():
