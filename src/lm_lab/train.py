@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.build import build_module
+from lm_lab.callbacks.checkpointing import AtomicCheckpointIO
 from lm_lab.checkpoint import saved_step
 from lm_lab.cli.config import apply_extras, instantiate_dict
 from lm_lab.cli.launch import job_scope
@@ -42,12 +43,15 @@ def build_datamodule(cfg: DictConfig, hf_init: bool = False) -> TextDataModule:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """`logger=null` / `logger=[]` runs without a logger (metrics.json is still written); the
-    learning-rate monitor, which has nowhere to write then, is left out."""
+    learning-rate monitor, which has nowhere to write then, is left out. Checkpoints are
+    written whole or not at all (AtomicCheckpointIO)."""
     loggers = instantiate_dict(cfg.get("logger"))
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if not loggers:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
 
 
 def final_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -118,11 +122,14 @@ def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     rank_zero_only(datamodule.tokenizer.save)(out_dir / "tokenizer.json")
 
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only: Lightning's own read of the checkpoint unpickles no code either
+        ckpt_path = cfg.get("ckpt_path")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = final_metrics(trainer)
     best = best_validation(trainer)
     if cfg.get("test", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer))
+        best_path = _best_checkpoint(trainer)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         metrics |= final_metrics(trainer)
     save_adapter(module, out_dir)
     results = {k: v for k, v in metrics.items() if k.startswith("test/")}
@@ -135,11 +142,18 @@ def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "params": parameter_counts(module) | module.param_report,  # totals + trainable by group
         "wall_time_s": round(time.perf_counter() - started, 2),
         "run_dir": str(out_dir),
+        "disk_bytes": disk_bytes(out_dir),
     }
     write_json(out_dir / METRICS_FILE, result)
     finish_wandb()
     log.info(f"params: {result['params']}; run dir: {out_dir}")
     return result
+
+
+def disk_bytes(run_dir: Path) -> int:
+    """Bytes of every file in the run dir (checkpoints, logs, tokenizer) as metrics.json is
+    written, which it leaves out: what a run costs on disk, checkpoints mostly."""
+    return sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:

@@ -13,8 +13,15 @@ STATE_KEY = "lm_lab_resume"  # ExactResume's entry in a checkpoint
 
 class ExactResume(L.Callback):
     """Puts into every checkpoint what Lightning leaves out but an exact resume needs: the torch
-    RNG (dropout) and the training loader's position (`ResumableLoader.state_dict`); on load,
-    the CSV logger forgets rows logged after the checkpoint (a kill -9 leaves some behind).
+    RNG (dropout), the training loader's position (`ResumableLoader.state_dict`) and the metrics
+    logged so far (`trainer.callback_metrics`); on load, the CSV logger forgets rows logged
+    after the checkpoint (a kill -9 leaves some behind).
+
+    Lightning starts every fit with no metrics; a run stopped during its test resumes from the
+    final last.ckpt, whose fit has nothing left to do, so without the saved metrics metrics.json
+    would hold the test metrics alone. They come back when the fit starts training, or at its end
+    when it had nothing to train (a strategy that restores after setup, FSDP, loads the
+    checkpoint after on_fit_start, so that hook is too early for it).
 
     Lightning saves stateful loaders itself but, in 2.6, never reloads them when the optimizer
     setup has already built the train loader (`estimated_stepping_batches`, used by the
@@ -32,6 +39,7 @@ class ExactResume(L.Callback):
         checkpoint[STATE_KEY] = {
             "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
             "train_loader": loader.state_dict() if loader is not None else None,
+            "metrics": {k: v.detach().cpu() for k, v in trainer.callback_metrics.items()},
         }
 
     def on_load_checkpoint(
@@ -48,12 +56,25 @@ class ExactResume(L.Callback):
         if self._to_restore is None:
             return
         state, self._to_restore = self._to_restore, None
+        _restore_metrics(trainer, state)
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         loader = _resumable(trainer.train_dataloader)
         if loader is not None and state["train_loader"] is not None:
             loader.load_state_dict(state["train_loader"])
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A fit that resumed with nothing left to train never reached on_train_start."""
+        if self._to_restore is not None and trainer.state.fn == TrainerFn.FITTING:
+            state, self._to_restore = self._to_restore, None
+            _restore_metrics(trainer, state)
+
+
+def _restore_metrics(trainer: L.Trainer, state: dict[str, Any]) -> None:
+    """The metrics the run had logged when the checkpoint was saved (absent in checkpoints
+    written before they were saved); later logging overwrites them as it would have."""
+    trainer.callback_metrics.update(state.get("metrics", {}))
 
 
 def _resumable(loader: Any) -> Any:

@@ -42,7 +42,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
             "'resume with: ...', or start a new run"
         )
     _reject_other_overrides(run_dir)
-    saved = OmegaConf.create(read_meta(ckpt).config)
+    saved = OmegaConf.create(read_meta(ckpt, name=f"resume={run_dir} ({LAST})").config)
     if Path(saved.paths.output_dir).resolve() != Path(run_dir).resolve():
         raise ConfigError(
             f"resume={run_dir}: the checkpoint was written in {saved.paths.output_dir}; "

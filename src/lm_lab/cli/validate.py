@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
 from lm_lab.data.datamodule import check_counts
+from lm_lab.finetune.transfer import check_architecture
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.utils.errors import ConfigError
 
@@ -182,12 +183,19 @@ def _checkpoints_fit_the_run(cfg: DictConfig) -> None:
     `hf.configure.use_pretrained` has checked already."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
-        saved = CheckpointMeta.from_checkpoint(read_checkpoint(ckpt_path)).config
-        task = saved.get("task", {}).get("name")
+        ckpt = read_checkpoint(ckpt_path)
+        task = CheckpointMeta.from_checkpoint(ckpt).config.get("task", {}).get("name")
         if task is not None and task != cfg.task.name:
             raise ConfigError(
                 f"ckpt_path={ckpt_path}: a task={task} checkpoint cannot continue as "
                 f"task={cfg.task.name}; start from its backbone with init_from={ckpt_path}"
+            )
+        check_architecture(cfg.model, ckpt, ckpt_path, key="ckpt_path", free=("dropout",))
+        if cfg.get("train", True) and "optimizer_states" not in ckpt:
+            raise ConfigError(
+                f"ckpt_path={ckpt_path}: holds the weights only (best.ckpt does), not the "
+                "training state; continue from <its run dir>/checkpoints/last.ckpt, or test it "
+                "with eval.py"
             )
     if cfg.get("init_from") and not is_hf_source(cfg.init_from):
         read_checkpoint(cfg.init_from, key="init_from")

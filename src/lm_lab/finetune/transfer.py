@@ -32,18 +32,26 @@ def pretrained_tokenizer(cfg: DictConfig) -> Tokenizer | None:
     return tokenizer
 
 
-def check_architecture(model_cfg: DictConfig, ckpt: dict[str, Any], path: str) -> None:
-    """Every model key but FREE_KEYS must equal the checkpoint's; the error names them all."""
+def check_architecture(
+    model_cfg: DictConfig,
+    ckpt: dict[str, Any],
+    path: str,
+    key: str = "init_from",
+    free: tuple[str, ...] = FREE_KEYS,
+) -> None:
+    """Every model key but `free` must equal the checkpoint's; the error names them all and
+    `key`, the option that gave the path (ckpt_path= continues the very model: only dropout
+    may differ there)."""
     saved = CheckpointMeta.from_checkpoint(ckpt).config.get("model", {})
     ours = OmegaConf.to_container(model_cfg, resolve=True)
     wrong = [
-        f"model.{key}={ours.get(key)!r} (checkpoint: {value!r})"
-        for key, value in saved.items()
-        if key not in FREE_KEYS and ours.get(key) != value
+        f"model.{name}={ours.get(name)!r} (checkpoint: {value!r})"
+        for name, value in saved.items()
+        if name not in free and ours.get(name) != value
     ]
     if wrong:
         raise ConfigError(
-            f"init_from={path}: the model differs from the checkpoint's: {', '.join(wrong)}; "
+            f"{key}={path}: the model differs from the checkpoint's: {', '.join(wrong)}; "
             "set these keys to the checkpoint's values"
         )
 
