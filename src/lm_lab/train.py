@@ -17,7 +17,7 @@ from lm_lab.cli.config import apply_extras, instantiate_dict
 from lm_lab.cli.launch import job_scope
 from lm_lab.cli.loggers import finish_wandb, log_config, log_hparams_results
 from lm_lab.cli.resume import resume_config
-from lm_lab.cli.run_lock import run_dir_lock
+from lm_lab.cli.run_lock import LOCK_FILE, run_dir_lock
 from lm_lab.cli.validate import check_batches_per_epoch, validate_config
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
@@ -151,9 +151,11 @@ def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
 
 
 def disk_bytes(run_dir: Path) -> int:
-    """Bytes of every file in the run dir (checkpoints, logs, tokenizer) as metrics.json is
-    written, which it leaves out: what a run costs on disk, checkpoints mostly."""
-    return sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes of the files the run leaves in its run dir (checkpoints, logs, tokenizer): what a
+    run costs on disk, checkpoints mostly. Counted as metrics.json is written, so that file and
+    run.lock (removed at the end) are not in it."""
+    left = (p for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    return sum(p.stat().st_size for p in left if p.name != LOCK_FILE)
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
