@@ -48,8 +48,9 @@ def test_metrics_json_holds_the_best_validation_its_step_and_checkpoint(lm_run):
     assert best["value"] == pytest.approx(best_loss, rel=1e-6)
     assert best["step"] == best_step + 1  # optimizer steps done; the CSV row says step - 1
     assert best["model_path"] == str(lm_run["dir"] / "checkpoints" / "best.ckpt")
-    saved = torch.load(best["model_path"], map_location="cpu", weights_only=False)
+    saved = torch.load(best["model_path"], map_location="cpu", weights_only=True)
     assert saved["global_step"] == best["step"]
+    assert "optimizer_states" not in saved  # best.ckpt holds the weights; last.ckpt resumes
     last = lm_run["result"]["metrics"]["val/loss"]
     assert last == pytest.approx(curve[-1][1], rel=1e-6) and last > best["value"]
 

@@ -12,7 +12,7 @@ def test_init_from_copies_every_backbone_tensor_of_the_lm(encoder, classifier, l
     path = lm_checkpoint(f"model={encoder}")
     module, cfg = classifier(f"model={encoder}")
     loaded = load_backbone(module, path, cfg.model)
-    lm_state = torch.load(path, weights_only=False)["state_dict"]
+    lm_state = torch.load(path, weights_only=True)["state_dict"]
     assert loaded == {k for k in lm_state if k.startswith("backbone.")}
     state = module.state_dict()
     assert all(torch.equal(state[k], lm_state[k]) for k in loaded)

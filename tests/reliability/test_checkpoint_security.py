@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lm_lab.checkpoint import CheckpointMeta
+from lm_lab.checkpoint import KEY, CheckpointMeta
 from lm_lab.tasks.classifier import Classifier
 from lm_lab.tasks.language_model import LanguageModel
+from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,3 +142,16 @@ def test_what_lm_lab_writes_loads_as_plain_data(lm_run, tmp_path):
     assert best["state_dict"].keys() == last["state_dict"].keys()
     size = (checkpoints / "best.ckpt").stat().st_size
     assert size < 0.4 * (checkpoints / "last.ckpt").stat().st_size
+
+
+def test_a_classifier_ensemble_with_an_ngram_bag_writes_plain_data(compose, planted_csv):
+    """The recipes' shape (task.members, task.ngram_bag, label names in the lm_lab entry):
+    both checkpoints load with weights_only=True and rebuild the trained classifier."""
+    bag = "task.ngram_bag={orders:[1,2],buckets:64,dim:4,dropout:0.0}"
+    data = ("task=classify", "data=csv", f"data.root={planted_csv}", "tokenizer=char")
+    cfg = compose(*data, "model=cnn", "task.members=2", bag, "logger=[]", "test=false")
+    train(cfg)
+    for name in ("last.ckpt", "best.ckpt"):
+        path = Path(cfg.paths.output_dir) / "checkpoints" / name
+        assert torch.load(path, weights_only=True)[KEY]["label_names"] == ["neg", "pos"]
+        assert isinstance(Classifier.load_from_checkpoint(path), Classifier)

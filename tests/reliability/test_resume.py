@@ -52,10 +52,14 @@ TASKS = {
 
 class SignalAt(L.Callback):
     """Sends a real signal to this process at the end of optimizer step `step`, or during the
-    validation after it (at the end of its first batch) with `in_validation`."""
+    validation after it (at the end of its first batch) with `in_validation`, or at the end of
+    the first test batch with `in_test`."""
 
-    def __init__(self, step: int, signum: int, in_validation: bool = False) -> None:
+    def __init__(
+        self, step: int, signum: int, in_validation: bool = False, in_test: bool = False
+    ) -> None:
         self.step, self.signum, self.in_validation = step, signum, in_validation
+        self.in_test = in_test
 
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step == self.step and not self.in_validation:
@@ -63,6 +67,10 @@ class SignalAt(L.Callback):
 
     def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, *args) -> None:
         if trainer.global_step == self.step and self.in_validation and batch_idx == 0:
+            os.kill(os.getpid(), self.signum)
+
+    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, *args) -> None:
+        if self.in_test and batch_idx == 0:
             os.kill(os.getpid(), self.signum)
 
 
@@ -104,7 +112,7 @@ def dead_pid() -> int:
 
 
 def best_step(run_dir: Path) -> int:
-    return torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)["global_step"]
+    return torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["global_step"]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +122,7 @@ def uninterrupted(module_compose, tmp_path_factory):
 
     def run(task_overrides: tuple[str, ...]) -> tuple[Path, dict]:
         if task_overrides not in done:
-            cfg = module_compose(*task_overrides, *RUN)
+            cfg = module_compose(*RUN, *task_overrides)  # a test's own values win
             cfg.paths.output_dir = str(tmp_path_factory.mktemp("whole"))
             done[task_overrides] = Path(cfg.paths.output_dir), train(cfg)["metrics"]
         return done[task_overrides]
@@ -124,7 +132,7 @@ def uninterrupted(module_compose, tmp_path_factory):
 
 def interrupt(compose, monkeypatch, task_overrides, *callbacks: L.Callback) -> Path:
     """Runs until `callbacks` send a SIGTERM; returns the run dir."""
-    cut = compose(*task_overrides, *RUN)
+    cut = compose(*RUN, *task_overrides)
     with_callbacks(monkeypatch, *callbacks)
     with pytest.raises(SystemExit) as stopped:
         train(cut)
@@ -137,13 +145,22 @@ def interrupt(compose, monkeypatch, task_overrides, *callbacks: L.Callback) -> P
 
 def assert_resumes_like(run_dir: Path, whole: tuple[Path, dict], compose) -> None:
     """resume= finishes the run with the uninterrupted run's metrics, metrics.csv rows (each
-    step once: one logger run, appended) and best checkpoint."""
+    step once: one logger run, appended; the test row at the same epoch and step) and best
+    checkpoint."""
     resumed = train(compose(f"resume={run_dir}", tiny=False))
     assert resumed["run_dir"] == str(run_dir)
     assert resumed["metrics"] == whole[1]
-    for column in ("train/loss", "val/loss"):
+    for column in ("train/loss", "val/loss", "test/loss"):
         assert rows(run_dir, column) == rows(whole[0], column)
+    assert logged_test_row(run_dir) == logged_test_row(whole[0])
     assert best_step(run_dir) == best_step(whole[0])
+
+
+def logged_test_row(run_dir: Path) -> tuple[str, str]:
+    """(epoch, step) of metrics.csv's one test row."""
+    with (run_dir / "csv" / "metrics.csv").open() as f:
+        (row,) = [r for r in csv.DictReader(f) if r.get("test/loss")]
+    return row["epoch"], row["step"]
 
 
 @pytest.mark.parametrize("task_overrides", TASKS.values(), ids=TASKS.keys())
@@ -162,6 +179,21 @@ def test_sigterm_during_validation_reruns_that_validation(uninterrupted, compose
     assert best_step(whole[0]) == 4  # the validation interrupted below
     signal_in_val = SignalAt(4, signal.SIGTERM, in_validation=True)
     run_dir = interrupt(compose, monkeypatch, TASKS["generate"], signal_in_val)
+    assert_resumes_like(run_dir, whole, compose)
+
+
+@pytest.mark.parametrize("epochs", [2, 1])
+def test_sigterm_during_the_test_then_resume_reports_the_whole_run(
+    epochs, uninterrupted, compose, monkeypatch
+):
+    """Stopped while testing best.ckpt: last.ckpt is final, so the resumed fit has nothing left
+    to train; the fit's metrics (val, train, lr) come back from the checkpoint, and the test
+    runs again and is logged at the uninterrupted run's epoch and step."""
+    task = (*TASKS["generate"], f"trainer.max_epochs={epochs}")
+    whole = uninterrupted(task)
+    assert {"val/loss", "train/loss", "test/loss"} <= set(whole[1])
+    run_dir = interrupt(compose, monkeypatch, task, SignalAt(-1, signal.SIGTERM, in_test=True))
+    assert logged_test_row(whole[0]) == (str(epochs), str(4 * epochs))  # 4 batches an epoch
     assert_resumes_like(run_dir, whole, compose)
 
 
