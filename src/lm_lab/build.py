@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
+from lm_lab.checkpoint import CheckpointMeta, load_plain, read_checkpoint
 from lm_lab.data.tokenizers import from_json
 from lm_lab.encoders.backbone import Backbone
 from lm_lab.finetune.base import apply_finetune
@@ -79,3 +79,28 @@ def load_module(
         module.load_state_dict(ckpt["state_dict"])
     module.run_config = meta.config
     return module.eval().to(dtype), cfg
+
+
+def check_weights_fit(module: nn.Module, path: str | Path, key: str = "ckpt_path") -> None:
+    """The checkpoint's weights have the keys and shapes of `module`'s (memory-mapped: nothing
+    is read but the header). validate_config compares the model keys; what else shapes the
+    weights (the tokenizer's vocabulary, task.ngram_bag, task.members, the finetune strategy) is
+    compared here, before Lightning loads them, so a mismatch is one line instead of
+    load_state_dict's page of sizes."""
+    theirs = load_plain(path, f"{key}={path}", mmap=True)["state_dict"]
+    ours = module.state_dict()
+    wrong = [
+        f"{k}: {_shape(theirs.get(k))} in the checkpoint, {_shape(ours.get(k))} here"
+        for k in sorted(set(ours) | set(theirs))
+        if _shape(ours.get(k)) != _shape(theirs.get(k))
+    ]
+    if wrong:
+        raise ConfigError(
+            f"{key}={path}: its weights do not fit the model this config builds "
+            f"({'; '.join(wrong[:3])}); continue it with its own data, tokenizer, task and "
+            f"finetune settings, or start a new model from its backbone with init_from={path}"
+        )
+
+
+def _shape(tensor: torch.Tensor | None) -> str:
+    return "absent" if tensor is None else str(tuple(tensor.shape))

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lm_lab.build import build_module
+from lm_lab.build import build_module, check_weights_fit
 from lm_lab.callbacks.checkpointing import AtomicCheckpointIO
 from lm_lab.checkpoint import saved_step
 from lm_lab.cli.config import apply_extras, instantiate_dict
@@ -18,7 +18,7 @@ from lm_lab.cli.launch import job_scope
 from lm_lab.cli.loggers import finish_wandb, log_config, log_hparams_results
 from lm_lab.cli.resume import resume_config
 from lm_lab.cli.run_lock import LOCK_FILE, run_dir_lock
-from lm_lab.cli.validate import check_batches_per_epoch, validate_config
+from lm_lab.cli.validate import LIGHTNING_CKPT_NAMES, check_batches_per_epoch, validate_config
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
 from lm_lab.finetune.transfer import pretrained_tokenizer
@@ -122,8 +122,10 @@ def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     rank_zero_only(datamodule.tokenizer.save)(out_dir / "tokenizer.json")
 
     if cfg.get("train", True):
-        # weights_only: Lightning's own read of the checkpoint unpickles no code either
         ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
+            check_weights_fit(module, ckpt_path)
+        # weights_only: Lightning's own read of the checkpoint unpickles no code either
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = final_metrics(trainer)
     best = best_validation(trainer)

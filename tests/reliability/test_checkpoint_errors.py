@@ -98,3 +98,18 @@ def test_a_checkpoint_that_is_not_a_dict_is_not_lm_labs(tmp_path: Path):
     torch.save([torch.zeros(2)], path)
     with pytest.raises(ConfigError, match=r"not an lm_lab checkpoint \(no config/tokenizer"):
         read_checkpoint(path)
+
+
+def test_ckpt_path_whose_weights_do_not_fit_is_one_line(lm_run, compose, tmp_path):
+    """Same model keys, other data: the char tokenizer fitted on it has another vocabulary, so
+    the embedding differs; named before Lightning loads anything."""
+    (tmp_path / "train.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+    (tmp_path / "validation.txt").write_text("pack my box with five dozen liquor jugs\n" * 10)
+    last = lm_run[0] / "checkpoints" / "last.ckpt"
+    cfg = compose(*lm_run[1], f"data.root={tmp_path}", f"ckpt_path={last}", "logger=[]")
+    with pytest.raises(ConfigError) as raised:
+        train(cfg)
+    assert str(raised.value).startswith(
+        f"ckpt_path={last}: its weights do not fit the model this config builds "
+        "(backbone.embed.weight: (17, 32) in the checkpoint, (30, 32) here); continue it with"
+    )

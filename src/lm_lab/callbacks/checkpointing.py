@@ -9,7 +9,7 @@ GracefulStop's on a signal.
 
 `RunCheckpoint` keeps last.ckpt resumable (the whole training state) but saves best.ckpt with
 the weights alone: AdamW's two moments per parameter make a full checkpoint three times the
-weights (e.g. 332 MB instead of 110 MB for experiment=pydoc_classify, whose three 262,144 x 32
+weights (e.g. 332 MB instead of 111 MB for experiment=pydoc_classify, whose three 262,144 x 32
 n-gram tables are most of it), and the best checkpoint is only ever tested, evaluated,
 sampled, exported or loaded, never resumed."""
 
