@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lm_lab.callbacks.checkpointing import RunCheckpoint
 from lm_lab.checkpoint import write_checkpoint
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
@@ -74,3 +76,17 @@ def test_metrics_json_reports_the_run_dirs_size(lm_run):
     assert result["disk_bytes"] == sum(p.stat().st_size for p in files)
     checkpoints = sum(p.stat().st_size for p in (run_dir / "checkpoints").iterdir())
     assert checkpoints < result["disk_bytes"] < checkpoints + 100_000
+
+
+def test_run_checkpoint_reads_the_state_lightnings_class_saved():
+    """Runs whose last.ckpt Lightning's ModelCheckpoint wrote resume with their best score."""
+    ours = RunCheckpoint(monitor="val/acc", mode="max")
+    theirs = ModelCheckpoint(monitor="val/acc", mode="max")
+    assert (
+        ours.state_key
+        == theirs.state_key
+        == (
+            "ModelCheckpoint{'monitor': 'val/acc', 'mode': 'max', 'every_n_train_steps': 0, "
+            "'every_n_epochs': 1, 'train_time_interval': None}"
+        )
+    )

@@ -44,6 +44,14 @@ class RunCheckpoint(ModelCheckpoint):
     weights alone into the top-k files (best.ckpt), unless `save_weights_only` asks for weights
     everywhere."""
 
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's own key, so a run whose last.ckpt was written by Lightning's class
+        (before this one) resumes with its best score and path."""
+        return ModelCheckpoint.__qualname__ + super().state_key.removeprefix(
+            type(self).__qualname__
+        )
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         # _save_last_checkpoint sets last_model_path before it saves: any other file is top-k
         full = filepath == self.last_model_path and not self.save_weights_only
