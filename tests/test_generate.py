@@ -73,3 +73,73 @@ def test_a_classifier_checkpoint_cannot_generate(compose, tmp_path):
 
 def test_command_line_escapes_become_newlines_and_tabs():
     assert unescape(r"ROMEO:\n\tO") == "ROMEO:\n\tO" and unescape("plain") == "plain"
+
+
+@pytest.fixture
+def byte_checkpoint(compose, tmp_path) -> Path:
+    """A barely trained byte-level LM: its samples are mostly bytes that are not UTF-8."""
+    (tmp_path / "train.txt").write_text("to be or not to be, that is the question\n" * 40)
+    (tmp_path / "validation.txt").write_text("whether tis nobler in the mind to suffer\n" * 10)
+    cfg = compose(
+        "task=generate", "data=text", f"data.root={tmp_path}", "tokenizer=byte",
+        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false",
+    )  # fmt: skip
+    train(cfg)
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+def test_the_token_count_is_the_ids_generated(byte_checkpoint, compose, tmp_path, capsys):
+    """`max_new_tokens=50` printed "80 tokens": the count re-encoded the decoded text."""
+    cfg = compose(
+        f"ckpt_path={byte_checkpoint}", "prompt=to be", "num_samples=2", "max_new_tokens=50",
+        "temperature=1.0", config_name="generate",
+    )  # fmt: skip
+    cfg.paths.output_dir = str(tmp_path / "sample")
+    result = generate(cfg)
+    assert result["new_tokens"] == 100 and [s["new_tokens"] for s in result["samples"]] == [50, 50]
+    assert "\n100 tokens in " in capsys.readouterr().out
+    assert result["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("temperature=nan", "temperature=nan: must be a finite number >= 0 (0 = greedy)"),
+        ("temperature=inf", "temperature=inf: must be a finite number >= 0 (0 = greedy)"),
+        ("temperature=hot", "temperature=hot: must be a finite number >= 0 (0 = greedy)"),
+        ("top_p=1.5", "top_p=1.5: must be in (0, 1]"),
+        ("seed=abc", "seed=abc: must be an integer"),
+        ("num_samples=true", "num_samples=True: must be an integer >= 1"),
+        ("device=gpu0", "device=gpu0: not a device; use auto, cpu or cuda (cuda:<index>)"),
+        ("device=cpu:1", "device=cpu:1: 1 cpu device(s) visible on this machine"),
+        ("prompt=null", "prompt=null: give the text to continue"),
+    ],
+)
+def test_bad_values_are_refused_before_the_checkpoint_loads(compose, tmp_path, override, message):
+    """ckpt_path does not exist: every value is checked before it would be read."""
+    cfg = compose(f"ckpt_path={tmp_path / 'missing.ckpt'}", override, config_name="generate")
+    with pytest.raises(ConfigError) as caught:
+        generate(cfg)
+    assert str(caught.value).startswith(message)
+
+
+def test_cuda_on_a_machine_without_it_is_refused(compose, tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = compose(f"ckpt_path={tmp_path / 'missing.ckpt'}", "device=cuda", config_name="generate")
+    with pytest.raises(ConfigError, match=r"^device=cuda: 0 cuda device\(s\) visible on this"):
+        generate(cfg)
+
+
+def test_prompt_file_a_directory_or_not_utf8_says_so(compose, tmp_path):
+    latin1 = tmp_path / "prompts.txt"
+    latin1.write_bytes("café\n".encode("latin-1"))
+    cases = {
+        tmp_path: f"prompt_file={tmp_path}: a directory, not a file",
+        latin1: f"prompt_file={latin1}: not UTF-8 text (byte 0xe9 at offset 3); convert it",
+        tmp_path / "nope.txt": f"prompt_file={tmp_path / 'nope.txt'}: no such file",
+    }
+    for path, message in cases.items():
+        cfg = compose("ckpt_path=x.ckpt", f"prompt_file={path}", config_name="generate")
+        with pytest.raises(ConfigError) as caught:
+            generate(cfg)
+        assert str(caught.value).startswith(message)
