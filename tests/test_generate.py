@@ -1,5 +1,6 @@
 """generate.run: a checkpoint alone gives the model and the tokenizer that decodes its samples."""
 
+import io
 import json
 from pathlib import Path
 
@@ -12,17 +13,22 @@ from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
 
 
-@pytest.fixture
-def checkpoint(compose, tmp_path) -> Path:
-    (tmp_path / "train.txt").write_text("to be or not to be, that is the question\n" * 40)
-    (tmp_path / "validation.txt").write_text("whether tis nobler in the mind to suffer\n" * 10)
+def trained_lm(compose, root: Path, tokenizer: str, batches: int) -> Path:
+    """The last checkpoint of a few training batches of an LM on a line of Hamlet."""
+    (root / "train.txt").write_text("to be or not to be, that is the question\n" * 40)
+    (root / "validation.txt").write_text("whether tis nobler in the mind to suffer\n" * 10)
     cfg = compose(
-        "task=generate", "data=text", f"data.root={tmp_path}", "tokenizer=char",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
+        "task=generate", "data=text", f"data.root={root}", f"tokenizer={tokenizer}",
+        f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=1", "test=false",
     )  # fmt: skip
     train(cfg)
     (Path(cfg.paths.output_dir) / "tokenizer.json").unlink()  # only the checkpoint has it now
     return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def checkpoint(compose, tmp_path) -> Path:
+    return trained_lm(compose, tmp_path, "char", batches=2)
 
 
 def test_samples_from_a_checkpoint_decode_with_its_tokenizer(checkpoint, compose, tmp_path):
@@ -78,14 +84,7 @@ def test_command_line_escapes_become_newlines_and_tabs():
 @pytest.fixture
 def byte_checkpoint(compose, tmp_path) -> Path:
     """A barely trained byte-level LM: its samples are mostly bytes that are not UTF-8."""
-    (tmp_path / "train.txt").write_text("to be or not to be, that is the question\n" * 40)
-    (tmp_path / "validation.txt").write_text("whether tis nobler in the mind to suffer\n" * 10)
-    cfg = compose(
-        "task=generate", "data=text", f"data.root={tmp_path}", "tokenizer=byte",
-        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false",
-    )  # fmt: skip
-    train(cfg)
-    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return trained_lm(compose, tmp_path, "byte", batches=1)
 
 
 def test_the_token_count_is_the_ids_generated(byte_checkpoint, compose, tmp_path, capsys):
@@ -143,3 +142,14 @@ def test_prompt_file_a_directory_or_not_utf8_says_so(compose, tmp_path):
         with pytest.raises(ConfigError) as caught:
             generate(cfg)
         assert str(caught.value).startswith(message)
+
+
+def test_prompt_dash_refuses_stdin_that_is_not_utf8(compose, monkeypatch):
+    stdin = io.TextIOWrapper(io.BytesIO("café\n".encode("latin-1")))
+    monkeypatch.setattr("sys.stdin", stdin)
+    cfg = compose("ckpt_path=x.ckpt", "prompt=-", config_name="generate")
+    with pytest.raises(ConfigError) as caught:
+        generate(cfg)
+    assert str(caught.value).startswith(
+        "prompt=-: stdin: not UTF-8 text (byte 0xe9 at offset 3); convert it, e.g. ... | iconv"
+    )
