@@ -20,8 +20,8 @@ from lm_lab.utils.errors import ConfigError
 
 def build_report(paths: list[Path], out: Path, metric: str | None = None) -> list[Job]:
     """Reads every job under `paths` and writes the report files to `out`; returns the jobs."""
-    writable(out)
     jobs = find_jobs(paths)
+    writable(out)
     keys = varying_keys(jobs)
     metric = metric or next((job.monitor for job in jobs if job.monitor), None)
     rows, groups = job_rows(jobs, keys), group_rows(jobs, keys)
@@ -48,8 +48,8 @@ def build_report(paths: list[Path], out: Path, metric: str | None = None) -> lis
 
 
 def writable(out: Path) -> None:
-    """Creates `out` and writes a probe file in it, before any run is read: a read-only
-    --out fails in one line instead of a traceback after the plots are drawn."""
+    """Creates `out` and writes a probe file in it before anything is drawn: a read-only
+    --out fails in one line instead of a traceback after the plots are made."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
