@@ -25,6 +25,7 @@ def is_number(value: object) -> bool:
 
 
 def is_count(value: object) -> bool:
+    """An int that is not a bool (`top_k=true` is no count of tokens)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
