@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lm_lab.cli.entry import cli
 from lm_lab.data.tokenizers import CharTokenizer
 from lm_lab.generate import run as generate
 from lm_lab.generate import unescape
@@ -152,4 +153,26 @@ def test_prompt_dash_refuses_stdin_that_is_not_utf8(compose, monkeypatch):
         generate(cfg)
     assert str(caught.value).startswith(
         "prompt=-: stdin: not UTF-8 text (byte 0xe9 at offset 3); convert it, e.g. ... | iconv"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "quoted"),
+    [
+        ("prompt=def fibonacci(n):", """'prompt="def fibonacci(n):"'"""),  # `(` is grammar
+        ("prompt=Hello, world", """'prompt="Hello, world"'"""),  # a comma: a list or a sweep
+        ('prompt=say "hi" (now)', """'prompt="say \\"hi\\" (now)"'"""),  # `"` escaped
+    ],
+)
+def test_a_prompt_hydra_cannot_read_says_how_to_quote_it(
+    compose, capsys, monkeypatch, override, quoted
+):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    with pytest.raises(SystemExit) as stopped:
+        cli(lambda: compose("ckpt_path=x.ckpt", override, config_name="generate"))
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot parse the override {override!r}: quote the value for Hydra inside the "
+        f"shell's quotes, e.g. {quoted} (non-ASCII and special characters), or pass prompt=- "
+        "and pipe the text on stdin\n"
     )
