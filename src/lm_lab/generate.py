@@ -2,6 +2,7 @@
 tokenizer. Streams a single sample to the terminal; writes every sample to samples.jsonl."""
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from lm_lab.build import load_module
 from lm_lab.cli.config import apply_extras
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.tasks.language_model import LanguageModel
-from lm_lab.tasks.sampling import generate_text
+from lm_lab.tasks.sampling import check_sampling, generate_completions, is_count
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
@@ -25,22 +26,71 @@ def unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
+STDIN = "-"  # prompt=- reads the prompt from stdin: text no shell quoting can mangle
+
+
 def read_prompts(cfg: DictConfig) -> list[str]:
-    """`prompt`, or one prompt per non-empty line of `prompt_file`; each `num_samples` times."""
+    """`prompt`, stdin for `prompt=-`, or one prompt per non-empty line of `prompt_file`; each
+    `num_samples` times."""
     if cfg.prompt_file:
-        path = Path(cfg.prompt_file)
-        if not path.is_file():
-            raise ConfigError(
-                f"prompt_file={path}: no such file; give a text file, one prompt a line"
-            )
-        prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
-        if not prompts:
-            raise ConfigError(f"prompt_file={path}: has no non-empty line")
+        prompts = file_prompts(Path(cfg.prompt_file))
+    elif cfg.prompt == STDIN:
+        prompts = [stdin_prompt()]
+    elif cfg.prompt is None:
+        raise ConfigError("prompt=null: give the text to continue, prompt=- (stdin) or prompt_file")
     else:
         prompts = [unescape(str(cfg.prompt))]
-    if not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
+    if not is_count(cfg.num_samples) or cfg.num_samples < 1:
         raise ConfigError(f"num_samples={cfg.num_samples}: must be an integer >= 1")
     return [prompt for prompt in prompts for _ in range(cfg.num_samples)]
+
+
+def file_prompts(path: Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file."""
+    if path.is_dir():
+        raise ConfigError(
+            f"prompt_file={path}: a directory, not a file; give a text file, one prompt a line"
+        )
+    if not path.is_file():
+        raise ConfigError(f"prompt_file={path}: no such file; give a text file, one prompt a line")
+    text = utf8(path.read_bytes(), f"prompt_file={path}", f"iconv -f latin1 -t utf-8 {path}")
+    prompts = [line for line in text.splitlines() if line]
+    if not prompts:
+        raise ConfigError(f"prompt_file={path}: has no non-empty line")
+    return prompts
+
+
+def stdin_prompt() -> str:
+    """All of stdin, verbatim (no `\\n` escapes: real newlines come through; note that `echo`
+    ends the prompt with one)."""
+    if sys.stdin.isatty():
+        log.info("prompt=-: reading the prompt from stdin; end it with Ctrl-D")
+    pipe = "... | iconv -f latin1 -t utf-8 | python generate.py ... prompt=-"
+    text = utf8(sys.stdin.buffer.read(), "prompt=-: stdin", pipe)
+    if not text:
+        raise ConfigError(
+            "prompt=-: nothing on stdin; pipe the prompt in, e.g. "
+            "echo 'def fibonacci(n):' | python generate.py ckpt_path=<ckpt> prompt=-"
+        )
+    return text
+
+
+def utf8(data: bytes, key: str, convert: str) -> str:
+    """Prompts are UTF-8; anything else (Latin-1 from an old editor) is named, not a traceback."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{key}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); "
+            f"convert it, e.g. {convert}"
+        ) from None
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Every value generate.py reads, before the checkpoint is loaded (seconds on a big one)."""
+    check_sampling(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+    if not is_count(cfg.seed):
+        raise ConfigError(f"seed={cfg.seed}: must be an integer")
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -68,34 +118,57 @@ def unknown_chars(tokenizer: Tokenizer, prompts: list[str]) -> list[int]:
     return counts
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def pick_device(name: str) -> torch.device:
+    """`auto`: a GPU when one is visible. A device the machine lacks is refused here, before
+    the checkpoint loads, instead of failing in torch half-way."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(str(name))
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ConfigError(f"device={name}: not a device; use auto, cpu or cuda (cuda:<index>)")
+    count = {
+        "cpu": 1,
+        "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "mps": int(torch.backends.mps.is_available()),
+    }[device.type]
+    if (device.index or 0) >= count:
+        raise ConfigError(
+            f"device={name}: {count} {device.type} device(s) visible on this machine; use "
+            "device=auto (a GPU when there is one) or device=cpu"
+        )
+    return device
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Generates for every prompt; returns and writes {"samples", "tokens_per_s", ...}."""
     apply_extras(cfg)
-    module, _ = load_module(cfg.ckpt_path, dtype=weight_dtype(cfg.get("dtype")))
+    check_settings(cfg)
+    device, dtype = pick_device(cfg.device), weight_dtype(cfg.get("dtype"))
+    prompts = read_prompts(cfg)
+    module, _ = load_module(cfg.ckpt_path, dtype=dtype)
     if not isinstance(module, LanguageModel):
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path}: a {module.task_name} checkpoint cannot generate text; "
             "use one trained with task=generate"
         )
-    module.to(pick_device(cfg.device))
-    prompts = read_prompts(cfg)
+    module.to(device)
     unknown = unknown_chars(module.tokenizer, prompts)
     stream = cfg.stream and len(prompts) == 1
     if stream:
         print(prompts[0], end="", flush=True)
     started = time.perf_counter()
-    completions = generate_text(
+    completions = generate_completions(
         module,
         module.tokenizer,
         prompts,
         cfg.max_new_tokens,
-        stop=unescape(cfg.stop) if cfg.stop else None,
+        stop=unescape(str(cfg.stop)) if cfg.stop else None,
         on_text=(lambda _, text: print(text, end="", flush=True)) if stream else None,
         temperature=cfg.temperature,
         top_k=cfg.top_k,
@@ -105,7 +178,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     seconds = time.perf_counter() - started
     samples = [
-        {"prompt": p, "completion": c, "unknown_chars": n}
+        {"prompt": p, "completion": c.text, "new_tokens": c.n_tokens, "unknown_chars": n}
         for p, c, n in zip(prompts, completions, unknown, strict=True)
     ]
     if stream:
@@ -117,6 +190,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "samples.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(sample, ensure_ascii=False) + "\n" for sample in samples)
-    n_tokens = sum(len(module.tokenizer.encode(c)) for c in completions)
+    n_tokens = sum(c.n_tokens for c in completions)  # generated ids, not the text re-encoded
     print(f"{n_tokens} tokens in {seconds:.2f} s; samples in {out_dir}/samples.jsonl")
-    return {"samples": samples, "tokens_per_s": n_tokens / seconds, "run_dir": str(out_dir)}
+    return {
+        "samples": samples,
+        "new_tokens": n_tokens,
+        "tokens_per_s": n_tokens / seconds,
+        "run_dir": str(out_dir),
+    }

@@ -1,7 +1,10 @@
 """The report over hand-written run dirs: rows, mean +- std over seeds, failed jobs, files."""
 
 import csv
+import errno
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,43 @@ def test_baseline_score_is_a_dashed_line_at_its_mean(tmp_path):
     assert (start, end) == (0.0, 2.0) and y0 == y1 == pytest.approx(0.85)
     assert line.get_linestyle()[0][1] is not None  # a dash pattern, not a solid line
     plt.close(fig)
+
+
+def test_a_truncated_metrics_json_is_a_failed_job_and_the_rest_is_reported(multirun, tmp_path):
+    """A run killed while writing metrics.json: the report raised JSONDecodeError."""
+    metrics = multirun / "2" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:25])
+    assert main([str(multirun), "--out", str(tmp_path / "out")]) == 0
+    jobs = {job.name: job for job in find_jobs([multirun])}
+    assert jobs["2"].error.startswith("metrics.json unreadable, truncated or corrupt (")
+    assert [name for name, job in jobs.items() if job.error is None] == ["0", "1"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "2 failed" in text and "metrics.json unreadable" in text
+    with (tmp_path / "out" / "jobs.csv").open() as f:
+        assert [row["model"] for row in csv.DictReader(f)] == ["transformer"] * 2 + ["bilstm"] * 2
+
+
+def test_an_unwritable_out_fails_in_one_line(multirun, tmp_path, capsys, monkeypatch):
+    """--out in a read-only folder (or under a file): one line, exit 2, nothing half-written."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main([str(multirun), "--out", str(blocker / "report")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {blocker / 'report'}: cannot write there (Not a directory); pass --out "
+        "<a writable folder>\n"
+    )
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: refuse the probe file as the OS would
+        monkeypatch.setattr(tempfile, "TemporaryFile", denied)
+    assert main([str(multirun), "--out", str(read_only)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {read_only}: cannot write there (Permission denied); pass --out "
+        "<a writable folder>\n"
+    )
+    read_only.chmod(0o755)
+
+
+def denied(*args: object, **kwargs: object) -> None:
+    raise PermissionError(errno.EACCES, "Permission denied")

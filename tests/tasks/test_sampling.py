@@ -5,20 +5,27 @@ import torch
 from omegaconf import DictConfig
 
 from lm_lab.build import build_module
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
 from lm_lab.tasks.language_model import LanguageModel
-from lm_lab.tasks.sampling import filter_logits, generate_ids, generate_text, next_token
+from lm_lab.tasks.sampling import (
+    check_sampling,
+    filter_logits,
+    generate_completions,
+    generate_ids,
+    generate_text,
+    next_token,
+)
 from lm_lab.utils.errors import ConfigError
 
 ENCODERS = ["transformer", "bilstm", "hybrid"]
 TOKENIZER = CharTokenizer().fit(["abcdefghij klmnop\n"])
 
 
-def language_model(cfg: DictConfig) -> LanguageModel:
+def language_model(cfg: DictConfig, tokenizer: Tokenizer = TOKENIZER) -> LanguageModel:
     """A random model whose encoder outweighs the residual embedding, so greedy decoding does
     not just repeat a token, and whose logits are far apart, so argmax never hangs on noise."""
     torch.manual_seed(0)
-    module = build_module(cfg, TOKENIZER, None)
+    module = build_module(cfg, tokenizer, None)
     with torch.no_grad():
         for p in module.backbone.encoder.parameters():
             if p.dim() >= 2:
@@ -97,3 +104,46 @@ def test_learned_positions_refuse_more_than_max_len(compose):
     generate_ids(model, [TOKENIZER.encode("abcdef")], 11)  # 6 + 11 - 1 = 16 positions fit
     with pytest.raises(ConfigError, match="max_new_tokens=12.*model.max_len=16"):
         generate_ids(model, [TOKENIZER.encode("abcdef")], 12)
+
+
+def test_completions_count_the_generated_ids_not_the_text_re_encoded(compose):
+    """Random bytes decode to U+FFFD where they are not UTF-8, which re-encodes as 3 bytes: the
+    count generate.py printed came from that ("80 tokens" for max_new_tokens=50)."""
+    tokenizer = ByteTokenizer()
+    model = language_model(compose("task=generate"), tokenizer)
+    completions = generate_completions(model, tokenizer, ["ab", "xyz"], 50, temperature=1.0)
+    assert [c.n_tokens for c in completions] == [50, 50]
+    assert sum(len(tokenizer.encode(c.text)) for c in completions) > 100  # the old count
+
+
+def test_the_count_stops_at_eos_and_keeps_the_stop_strings_tokens(compose):
+    model = language_model(compose("task=generate"))
+    greedy = generate_ids(model, [TOKENIZER.encode("ab")], 30, temperature=0)[0].tolist()
+    first_new = next(i for i in range(2, 30) if greedy[i] not in greedy[:i])  # a fresh token id
+    tokenizer = CharTokenizer().fit(["abcdefghij klmnop\n"])
+    tokenizer.eos_id = greedy[first_new]  # as a pretrained model's EOS: ends the row unseen
+    (ended,) = generate_completions(model, tokenizer, ["ab"], 30, temperature=0)
+    assert ended.n_tokens == first_new and ended.text == TOKENIZER.decode(greedy[:first_new])
+    stop = TOKENIZER.decode(greedy[first_new : first_new + 2])
+    (cut,) = generate_completions(model, TOKENIZER, ["ab"], 30, stop=stop, temperature=0)
+    assert cut.text == ended.text and cut.n_tokens == first_new + 2  # the stop's 2 tokens too
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"temperature": float("nan")}, "temperature=nan: must be a finite number >= 0"),
+        ({"temperature": float("inf")}, "temperature=inf: must be a finite number >= 0"),
+        ({"temperature": "hot"}, "temperature=hot: must be a finite number >= 0"),
+        ({"temperature": -1}, "temperature=-1: must be a finite number >= 0"),
+        ({"top_k": True}, "top_k=True: must be an integer >= 1"),
+        ({"top_k": "5"}, "top_k=5: must be an integer >= 1"),
+        ({"top_p": float("nan")}, "top_p=nan: must be in \\(0, 1\\]"),
+        ({"top_p": "all"}, "top_p=all: must be in \\(0, 1\\]"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens=2.5: must be an integer >= 1"),
+    ],
+)
+def test_sampling_values_the_sampler_cannot_honour_name_their_key(values, message):
+    settings = {"max_new_tokens": 5, "temperature": 0.8, "top_k": None, "top_p": None} | values
+    with pytest.raises(ConfigError, match=message):
+        check_sampling(**settings)

@@ -176,12 +176,8 @@ def one_line(err: BaseException) -> str | None:
         if isinstance(cause, ValueError | MisconfigurationException | OmegaConfBaseException):
             return one_line(cause)
         return _foreign_key(err) if isinstance(cause, TypeError) else None
-    if isinstance(err, OverrideParseException) and "LexerNoViableAlt" in err.message:
-        key, _, value = err.override.partition("=")  # a character the grammar has no token for
-        return (
-            f"cannot parse the override {err.override!r}: quote the value for Hydra inside the "
-            f"shell's quotes, e.g. '{key}=\"{value}\"' (non-ASCII and special characters)"
-        )
+    if isinstance(err, HydraException) and (hint := _quoting_hint(err)):
+        return hint
     if isinstance(err, MissingConfigException) and err.options:
         options = [o for o in err.options if not o.startswith("_")]  # _base, _sizing: parts
         return f"{_first_line(err)}; choose one of: {', '.join(options)}"
@@ -193,6 +189,33 @@ def one_line(err: BaseException) -> str | None:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         return " ".join(lines[:2])
     return _first_line(err)
+
+
+TEXT_KEYS = ("prompt", "prompt_file", "stop")  # free text: any parse error is a quoting one
+STDIN_KEYS = ("prompt",)  # keys that also read `-` as "from stdin" (generate.py)
+
+
+def _quoting_hint(err: HydraException) -> str | None:
+    """How to quote an override Hydra cannot read: a character its grammar has no token for
+    (any key), or, in a free-text value, any parse error (`prompt=def fibonacci(n):`) and a
+    comma, which Hydra reads as a list or a sweep (`prompt=Hello, world`)."""
+    ambiguous = re.match(r"Ambiguous value for argument '(.*)'$", str(err), re.MULTILINE)
+    if isinstance(err, OverrideParseException):
+        override, any_key = err.override, "LexerNoViableAlt" in err.message
+    elif ambiguous:
+        override, any_key = ambiguous.group(1), False
+    else:
+        return None
+    key, _, value = override.partition("=")
+    name = key.lstrip("+~")
+    if not any_key and name not in TEXT_KEYS:
+        return None
+    quoted = value.replace('"', '\\"')  # Hydra's escape inside a quoted value
+    stdin = f", or pass {name}=- and pipe the text on stdin" if name in STDIN_KEYS else ""
+    return (
+        f"cannot parse the override {override!r}: quote the value for Hydra inside the "
+        f"shell's quotes, e.g. '{key}=\"{quoted}\"' (non-ASCII and special characters){stdin}"
+    )
 
 
 # where each package's objects are configured, for naming the key a constructor refuses

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from lm_lab.data.classification import label_names_of
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.eval.curves import save_curve
@@ -281,8 +282,15 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     pool, queries = labelled(splits["train"]), labelled(splits.get(cfg.split, splits["validation"]))
     if not pool or not queries:
         raise ConfigError(f"data={data.source._target_}: mode=icl needs labelled data (sst2...)")
+    labels = label_names_of(splits["train"])
+    if len(labels) < 2:  # one label to choose from scores 1.000 at every k: a table of nothing
+        origin = splits["train"].origin or data.source._target_
+        raise ConfigError(
+            f"{origin}: mode=icl needs at least 2 labels in the training split (as "
+            f"task=classify does), found {labels}; check data.source.label_column"
+        )
     chosen = PromptTemplate(**OmegaConf.to_container(icl.template))
-    template = template_for({label for _, label in pool}, chosen)
+    template = template_for(set(labels), chosen)
     random.Random(icl.query_seed).shuffle(queries)
     queries = queries[: icl.max_queries]
     budget = context_budget(module, saved, icl.context)

@@ -6,6 +6,7 @@ prints the tables. Failed jobs are listed, never dropped.
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -20,10 +21,10 @@ from lm_lab.utils.errors import ConfigError
 def build_report(paths: list[Path], out: Path, metric: str | None = None) -> list[Job]:
     """Reads every job under `paths` and writes the report files to `out`; returns the jobs."""
     jobs = find_jobs(paths)
+    writable(out)
     keys = varying_keys(jobs)
     metric = metric or next((job.monitor for job in jobs if job.monitor), None)
     rows, groups = job_rows(jobs, keys), group_rows(jobs, keys)
-    out.mkdir(parents=True, exist_ok=True)
     plots = plot_curves(jobs, keys, out / "plots")
     pivot = None
     if metric:
@@ -44,6 +45,19 @@ def build_report(paths: list[Path], out: Path, metric: str | None = None) -> lis
             console.print(f"[red]failed[/red] {job.path}: {job.error}")
     console.print(f"report: {out / 'report.md'} ({len(plots)} plots)")
     return jobs
+
+
+def writable(out: Path) -> None:
+    """Creates `out` and writes a probe file in it before anything is drawn: a read-only
+    --out fails in one line instead of a traceback after the plots are made."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"--out {out}: cannot write there ({err.strerror}); pass --out <a writable folder>"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,12 +70,16 @@ def read_job(path: Path) -> Job:
     job = Job(path, {key: _canonical(value) for key, value in pairs})
     job.monitor = _monitor(path / ".hydra" / "config.yaml")
     if (path / FAILED_FILE).is_file():
-        job.error = json.loads((path / FAILED_FILE).read_text()).get("error", "failed")
+        failure, unreadable = read_json(path / FAILED_FILE)
+        job.error = unreadable or failure.get("error", "failed")
         return job
     if not (path / "metrics.json").is_file():
         job.error = "no metrics.json (killed, or still running)"
         return job
-    result = json.loads((path / "metrics.json").read_text())
+    result, unreadable = read_json(path / "metrics.json")
+    if unreadable:
+        job.error = unreadable
+        return job
     metrics: dict[str, float] = result.get("metrics", {})
     job.params = (result.get("params") or {}).get("backbone")
     job.wall_time_s = result.get("wall_time_s")
@@ -88,6 +92,19 @@ def read_job(path: Path) -> Job:
         job.best_val[recorded["metric"]] = recorded["value"]
     job.tokens_per_s = _throughput(result, metrics, path / "csv" / "metrics.csv")
     return job
+
+
+def read_json(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A run's JSON object and None, or {} and why it cannot be read: a run killed while the
+    file was written (or a full disk) leaves it truncated, and that job is then listed as
+    failed while the report covers the others."""
+    try:
+        content = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return {}, f"{path.name} unreadable, truncated or corrupt ({err})"
+    if not isinstance(content, dict):
+        return {}, f"{path.name} unreadable: a JSON {type(content).__name__}, not an object"
+    return content, None
 
 
 def read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:

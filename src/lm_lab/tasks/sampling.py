@@ -7,7 +7,9 @@ which columns are padding. `use_cache=False` recomputes the whole sequence at ev
 reference that cached generation must equal.
 """
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -17,17 +19,28 @@ from lm_lab.tasks.language_model import LanguageModel
 from lm_lab.utils.errors import ConfigError
 
 
+def is_number(value: object) -> bool:
+    """A real int or float; True/False are ints to Python but never a sampling value."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_count(value: object) -> bool:
+    """An int that is not a bool (`top_k=true` is no count of tokens)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_sampling(
     max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
 ) -> None:
-    """Fail fast on values the sampler cannot honour, naming the key to change."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    """Fail fast on values the sampler cannot honour, naming the key to change. A NaN
+    temperature would sample from NaN probabilities and a string would fail deep in torch."""
+    if not is_count(max_new_tokens) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens={max_new_tokens}: must be an integer >= 1")
-    if temperature < 0:
-        raise ConfigError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if not is_number(temperature) or not 0 <= temperature < math.inf:
+        raise ConfigError(f"temperature={temperature}: must be a finite number >= 0 (0 = greedy)")
+    if top_k is not None and (not is_count(top_k) or top_k < 1):
         raise ConfigError(f"top_k={top_k}: must be an integer >= 1, or null to keep every token")
-    if top_p is not None and not 0 < top_p <= 1:
+    if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
         raise ConfigError(f"top_p={top_p}: must be in (0, 1], or null to keep every token")
 
 
@@ -130,7 +143,18 @@ def generate_ids(
     return torch.stack(new, 1)  # (B, n)
 
 
-def generate_text(
+@dataclass
+class Completion:
+    """What one prompt continues with: the text, cut before `stop`, and how many tokens the
+    model generated for it (EOS not counted, the tokens of the stop string counted: the model
+    produced them). Re-encoding the text does not give that count: a byte-level tokenizer
+    decodes an invalid byte to U+FFFD, three bytes again, and BPE merges differently."""
+
+    text: str
+    n_tokens: int
+
+
+def generate_completions(
     model: LanguageModel,
     tokenizer: Tokenizer,
     prompts: list[str],
@@ -138,9 +162,9 @@ def generate_text(
     stop: str | None = None,
     on_text: Callable[[int, str], None] | None = None,
     **sampling: object,
-) -> list[str]:
-    """The text each prompt continues with, cut before `stop`; generation ends once every row
-    has produced `stop`. `on_text(row, new_text)` streams the text as it is decoded."""
+) -> list[Completion]:
+    """One `Completion` per prompt; generation ends once every row has produced `stop` or EOS.
+    `on_text(row, new_text)` streams the text as it is decoded."""
     new: list[list[int]] = [[] for _ in prompts]
     texts, done = [""] * len(prompts), [False] * len(prompts)
     shown = [0] * len(prompts)  # characters of each text already streamed
@@ -171,7 +195,19 @@ def generate_text(
         for row, text in enumerate(texts):
             if len(text) > shown[row]:
                 on_text(row, text[shown[row] :])
-    return texts
+    return [Completion(text, len(ids)) for text, ids in zip(texts, new, strict=True)]
+
+
+def generate_text(
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    **options: object,
+) -> list[str]:
+    """The text each prompt continues with (`generate_completions` without the counts)."""
+    completions = generate_completions(model, tokenizer, prompts, max_new_tokens, **options)
+    return [completion.text for completion in completions]
 
 
 def _held_back(text: str, stop: str | None) -> int:
