@@ -3,6 +3,7 @@ package: random llama / mistral / qwen2 weights of every supported quantization,
 BPE vocabulary. The reference is transformers' own GGUF loading of the same file."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,8 +138,17 @@ def stored(name: str, w: np.ndarray, quants: tuple) -> tuple[np.ndarray, "Q"]:
     return (w, Q.F32) if qtype == Q.F32 else (gguf.quants.quantize(w, qtype), qtype)
 
 
-def write_gguf(path: Path, family: str = "llama", quants: tuple = (Q.F32, Q.Q8_0)) -> Path:
-    """A GGUF file as llama.cpp's converter writes one: metadata, tokenizer, permuted q/k."""
+def write_gguf(
+    path: Path,
+    family: str = "llama",
+    quants: tuple = (Q.F32, Q.Q8_0),
+    extra: dict[str, np.ndarray] | None = None,
+    tokenizer: str = "gpt2",
+    pre: str = "smollm",
+    rope_dims: int = WIDTH // HEADS,
+) -> Path:
+    """A GGUF file as llama.cpp's converter writes one: metadata, tokenizer, permuted q/k;
+    `extra` tensors and the other keywords make bad files."""
     tokens, merges = byte_bpe()
     model = hf_model(family, len(tokens))
     arch = "qwen2" if family == "qwen2" else "llama"
@@ -152,9 +162,9 @@ def write_gguf(path: Path, family: str = "llama", quants: tuple = (Q.F32, Q.Q8_0
     w.add_head_count_kv(KV_HEADS)
     w.add_rope_freq_base(5000.0)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_dimension_count(WIDTH // HEADS)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
+    w.add_rope_dimension_count(rope_dims)
+    w.add_tokenizer_model(tokenizer)
+    w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
     w.add_token_merges(merges)
@@ -171,6 +181,8 @@ def write_gguf(path: Path, family: str = "llama", quants: tuple = (Q.F32, Q.Q8_0
         name = gguf_name(hf)
         data, qtype = stored(name, values, quants)
         w.add_tensor(name, data, raw_dtype=qtype)
+    for name, data in (extra or {}).items():
+        w.add_tensor(name, data)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -276,8 +288,9 @@ def test_second_load_uses_the_cache_and_a_changed_file_converts_again(tmp_path, 
     assert not list(first.parent.glob(".*"))  # the temp folder was renamed into place
 
 
-def write_bad_arch(path: Path) -> Path:
-    w = gguf.GGUFWriter(str(path), "gpt2")
+def write_metadata_only(path: Path, arch: str) -> Path:
+    """An architecture line and one tensor: no model metadata at all."""
+    w = gguf.GGUFWriter(str(path), arch)
     w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -286,20 +299,47 @@ def write_bad_arch(path: Path) -> Path:
     return path
 
 
-def write_bad_quant(path: Path) -> Path:
-    return write_gguf(path, "llama", (Q.F32, Q.Q5_0))
-
-
 def write_truncated(path: Path) -> Path:
     data = write_gguf(path).read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
 
 
-BAD = {
-    "architecture": (write_bad_arch, "GGUF architecture 'gpt2' is not supported"),
-    "quantization": (write_bad_quant, "blk.1.attn_q.weight is Q5_0; lm_lab converts F32, F16"),
+ONES = np.ones(8, np.float32)
+BAD = {  # case -> (writes the file, the one line's text)
+    "architecture": (
+        lambda p: write_metadata_only(p, "gpt2"),
+        "GGUF architecture 'gpt2' is not supported; lm_lab converts llama, qwen2",
+    ),
+    "quantization": (
+        lambda p: write_gguf(p, quants=(Q.F32, Q.Q5_0)),
+        "tensor blk.1.attn_q.weight is Q5_0; lm_lab converts F32, F16, BF16, Q8_0, Q4_0",
+    ),
     "truncated": (write_truncated, "not a readable GGUF file (truncated or corrupt"),
+    "metadata": (
+        lambda p: write_metadata_only(p, "llama"),
+        "GGUF metadata llama.attention.head_count is missing",
+    ),
+    "tokenizer": (
+        lambda p: write_gguf(p, tokenizer="llama"),
+        "tokenizer.ggml.model='llama' is not supported; lm_lab builds byte-level BPE",
+    ),
+    "pre-tokenizer": (
+        lambda p: write_gguf(p, pre="falcon"),
+        "tokenizer.ggml.pre='falcon' is not supported; lm_lab knows default, gpt-2, smollm",
+    ),
+    "head size": (
+        lambda p: write_gguf(p, rope_dims=8),
+        "llama.rope.dimension_count=8 is not embedding_length / head_count = 16",
+    ),
+    "rope scaling": (
+        lambda p: write_gguf(p, extra={"rope_freqs.weight": ONES}),
+        "rope scaling in a GGUF is not supported",
+    ),
+    "unknown tensor": (
+        lambda p: write_gguf(p, extra={"blk.0.ffn_gate_exps.weight": ONES}),
+        "GGUF tensor blk.0.ffn_gate_exps.weight has no place in a llama model",
+    ),
 }
 
 
@@ -307,9 +347,18 @@ BAD = {
 def test_bad_gguf_fails_in_one_line(tmp_path, case):
     write, message = BAD[case]
     path = write(tmp_path / "bad.gguf")
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_language_model(path)
-    assert not list((tmp_path / "cache").glob("gguf/*/config.json"))  # nothing was published
+    assert not list((tmp_path / "cache").glob("gguf/*"))  # nothing was published
+
+
+def test_a_missing_file_or_gguf_package_fails_in_one_line(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"init_from=.*nope\.gguf: no such GGUF file"):
+        convert.converted(tmp_path / "nope.gguf")
+    path = write_metadata_only(tmp_path / "m.gguf", "llama")
+    monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` now fails
+    with pytest.raises(ConfigError, match=r"needs the gguf package: pip install --no-deps gguf"):
+        convert.converted(path)
 
 
 def test_generate_py_with_a_truncated_gguf_exits_2_with_one_line(tmp_path):

@@ -29,12 +29,15 @@ TRANSFORMERS_GGUF = {
 }
 
 
-def run_script(script: str, *args: str, cwd: Path, prelude: str = "") -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *args: str, cwd: Path, prelude: str = ""
+) -> subprocess.CompletedProcess:
     """`python <script> args...` as a user types it; `prelude`: Python run first in the same
     process (to hide a package), then the script as __main__."""
     launch = [str(ROOT / script)]
     if prelude:
-        run = "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+        run = "import runpy; sys.argv = sys.argv[1:]; "
+        run += "runpy.run_path(sys.argv[0], run_name='__main__')"
         launch = ["-c", f"import sys; {prelude}; {run}", *launch]
     env = {k: v for k, v in os.environ.items() if k not in ("PROJECT_ROOT", "HYDRA_FULL_ERROR")}
     return subprocess.run(

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -99,20 +100,28 @@ def converted(path: str | Path, key: str = "init_from") -> Path:
     if (folder / "config.json").is_file():
         log.info(f"{key}={path}: converted folder cached at {folder}")
         return folder
+    started = time.perf_counter()
+    publish(GGUFFile(path, key), folder)
+    seconds = time.perf_counter() - started
+    log.info(f"{key}={path}: converted to a Hugging Face folder at {folder} in {seconds:.1f} s")
+    return folder
+
+
+def publish(f: "GGUFFile", folder: Path) -> None:
+    """Writes the folder under a temporary name, then renames it into place: a reader never
+    sees half a folder, and a racing process that published first keeps its copy."""
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        write_folder(GGUFFile(path, key), tmp)
+        write_folder(f, tmp)
         try:
-            tmp.rename(folder)  # atomic publish; a racing process that won keeps its copy
+            tmp.rename(folder)
         except OSError:
             if not (folder / "config.json").is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info(f"{key}={path}: converted to a Hugging Face folder at {folder}")
-    return folder
 
 
 class GGUFFile:

