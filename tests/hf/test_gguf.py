@@ -73,6 +73,40 @@ def byte_bpe() -> tuple[list[str], list[str]]:
     return tokens, [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
 
 
+def sentencepiece_vocab() -> tuple[list[str], list[float], list[int]]:
+    """A Llama-2-style vocabulary as llama.cpp stores one: <unk>, <s>, </s>, 256 byte tokens,
+    then pieces; each piece scored by when BPE learnt it (no merges in the file)."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    tok = SentencePieceBPETokenizer()
+    tok.train_from_iterator(TEXTS, vocab_size=200, show_progress=False, special_tokens=["<unk>"])
+    model = json.loads(tok._tokenizer.to_str())["model"]
+    learnt = ["".join(m) if isinstance(m, list) else m.replace(" ", "") for m in model["merges"]]
+    chars = [t for t in sorted(model["vocab"], key=model["vocab"].get) if len(t) == 1]
+    pieces = chars + [p for p in dict.fromkeys(learnt) if p not in chars]
+    scores = [-1000.0 - i for i in range(len(chars))] + [-float(i) for i in range(len(pieces))]
+    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *pieces]
+    types = [2, 3, 3, *[6] * 256, *[1] * len(pieces)]
+    return tokens, [0.0] * 259 + scores[: len(pieces)], types
+
+
+def add_tokenizer(w: "gguf.GGUFWriter", kind: str, pre: str) -> int:
+    """tokenizer.ggml.*: byte-level BPE (gpt2 or, to be refused, another model name) or a
+    sentencepiece vocabulary (llama); returns the vocabulary size."""
+    w.add_tokenizer_model(kind)
+    if kind == "llama":
+        tokens, scores, types = sentencepiece_vocab()
+        w.add_token_scores(scores)
+    else:
+        tokens, merges = byte_bpe()
+        types = [3 if t in SPECIALS else 1 for t in tokens]
+        w.add_tokenizer_pre(pre)
+        w.add_token_merges(merges)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    return len(tokens)
+
+
 def hf_model(family: str, vocab: int) -> "transformers.PreTrainedModel":
     kind = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config"}[family]
     config = getattr(transformers, kind)(
@@ -149,10 +183,10 @@ def write_gguf(
 ) -> Path:
     """A GGUF file as llama.cpp's converter writes one: metadata, tokenizer, permuted q/k;
     `extra` tensors and the other keywords make bad files."""
-    tokens, merges = byte_bpe()
-    model = hf_model(family, len(tokens))
     arch = "qwen2" if family == "qwen2" else "llama"
     w = gguf.GGUFWriter(str(path), arch)
+    vocab = add_tokenizer(w, tokenizer, pre)
+    model = hf_model(family, vocab)
     w.add_name(f"tiny-{family}")
     w.add_block_count(2)
     w.add_context_length(128)
@@ -163,14 +197,10 @@ def write_gguf(
     w.add_rope_freq_base(5000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(rope_dims)
-    w.add_tokenizer_model(tokenizer)
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
-    w.add_token_merges(merges)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
-    w.add_add_bos_token(False)
+    if tokenizer != "llama":  # sentencepiece files often leave it unsaid: BOS by default
+        w.add_add_bos_token(False)
     w.add_chat_template(CHAT)
     for hf, tensor in model.state_dict().items():
         values = tensor.numpy()
@@ -266,6 +296,22 @@ def test_tokenizer_ids_equal_transformers_gguf_tokenizer(tmp_path):
         ).replace("<|im_end|>", "")
 
 
+SPM_STRINGS = ["the movie was great", "Hello World", "two  spaces\nnewline", "東京 🙂 ok"]
+
+
+def test_sentencepiece_tokenizer_ids_equal_transformers_gguf_tokenizer(tmp_path):
+    """tokenizer.ggml.model=llama: merges rebuilt from the scores, bytes for unknown text."""
+    path = write_gguf(tmp_path / "spm.gguf", tokenizer="llama")
+    ours, _ = load_language_model(path)
+    reference = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    assert ours.tokenizer.bos_ids == [1]  # unsaid add_bos_token: BOS, as llama.cpp does
+    for text in SPM_STRINGS:
+        ids = ours.tokenizer.encode(text)
+        assert ids == reference(text, add_special_tokens=False).input_ids
+        assert ours.tokenizer.decode(ids) == text
+    assert len(ours.tokenizer.encode("the")) == 1  # a learnt piece, not its letters
+
+
 def test_smollm_pre_tokenizer_splits_every_digit(tmp_path):
     """tokenizer.ggml.pre=smollm is llama.cpp's \\p{N} split before GPT-2's regex (transformers'
     GGUF tokenizer keeps digit runs together: the one place the two differ)."""
@@ -321,8 +367,8 @@ BAD = {  # case -> (writes the file, the one line's text)
         "GGUF metadata llama.attention.head_count is missing",
     ),
     "tokenizer": (
-        lambda p: write_gguf(p, tokenizer="llama"),
-        "tokenizer.ggml.model='llama' is not supported; lm_lab builds byte-level BPE",
+        lambda p: write_gguf(p, tokenizer="bert"),
+        "tokenizer.ggml.model='bert' is not supported; lm_lab builds byte-level BPE (gpt2)",
     ),
     "pre-tokenizer": (
         lambda p: write_gguf(p, pre="falcon"),

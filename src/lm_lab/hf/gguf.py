@@ -275,31 +275,67 @@ def state_dict(f: GGUFFile, config: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def hf_tokenizer(f: GGUFFile) -> Tokenizer:
-    """tokenizer.json of the file's byte-level BPE (tokenizer.ggml.model gpt2): its vocabulary,
-    merges, llama.cpp's pre-tokenizer regex for `tokenizer.ggml.pre`, control tokens special."""
-    kind, pre = f.field("tokenizer.ggml.model"), str(f.field("tokenizer.ggml.pre", "default"))
-    if kind != "gpt2":
+    """tokenizer.json of the file's tokenizer: byte-level BPE (`tokenizer.ggml.model` gpt2) or
+    sentencepiece BPE (llama), control tokens special, user-defined ones matched whole."""
+    kind, tokens = f.field("tokenizer.ggml.model"), f.field("tokenizer.ggml.tokens")
+    builders = {"gpt2": _byte_level_bpe, "llama": _sentencepiece_bpe}
+    if kind not in builders:
         raise ConfigError(
             f"{f.key}={f.path}: tokenizer.ggml.model={kind!r} is not supported; lm_lab builds "
-            "byte-level BPE tokenizers (gpt2)"
+            "byte-level BPE (gpt2) and sentencepiece BPE (llama) tokenizers"
         )
+    tok = builders[kind](f, tokens)
+    types = list(f.field("tokenizer.ggml.token_type", []))
+    tok.add_special_tokens(_added(tokens, types, CONTROL, special=True))
+    tok.add_tokens(_added(tokens, types, USER_DEFINED, special=False))
+    return tok
+
+
+def _byte_level_bpe(f: GGUFFile, tokens: list[str]) -> Tokenizer:
+    """The file's merges, split first by llama.cpp's regex for `tokenizer.ggml.pre`."""
+    pre = str(f.field("tokenizer.ggml.pre", "default"))
     if pre not in PRE_SPLITS:
         raise ConfigError(
             f"{f.key}={f.path}: tokenizer.ggml.pre={pre!r} is not supported; lm_lab knows "
             f"{', '.join(PRE_SPLITS)}"
         )
-    tokens = f.field("tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in f.field("tokenizer.ggml.merges", [])]
-    vocab = {token: i for i, token in enumerate(tokens)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_SPLITS[pre]]
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.pre_tokenizer = pre_tokenizers.Sequence([*splits, byte_level])
     tok.decoder = decoders.ByteLevel()
-    types = list(f.field("tokenizer.ggml.token_type", []))
-    tok.add_special_tokens(_added(tokens, types, CONTROL, special=True))
-    tok.add_tokens(_added(tokens, types, USER_DEFINED, special=False))
     return tok
+
+
+def _sentencepiece_bpe(f: GGUFFile, tokens: list[str]) -> Tokenizer:
+    """Llama 2 / Mistral style: spaces as `▁`, a `▁` before the text when
+    `tokenizer.ggml.add_space_prefix` (default true), bytes `<0xNN>` for what the vocabulary
+    lacks, and merges ranked by the score of the piece they make (the file has none)."""
+    vocab = {t: i for i, t in enumerate(tokens)}
+    scores = dict(zip(tokens, f.field("tokenizer.ggml.scores"), strict=True))
+    merges = _merges_by_score(vocab, scores)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=True, byte_fallback=True))
+    prefix = bool(f.field("tokenizer.ggml.add_space_prefix", True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="▁", prepend_scheme="first" if prefix else "never", split=False
+    )
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
+    return tok
+
+
+def _merges_by_score(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
+    """Every split of a piece into two pieces of the vocabulary, best piece first (sentencepiece
+    merges the pair whose result scores highest); ties: longer left part, longer right part,
+    then the piece's id, as transformers orders them."""
+    ranked = [
+        (-scores[piece], -i, -(len(piece) - i), vocab[piece], piece, i)
+        for piece in vocab
+        for i in range(1, len(piece))
+        if piece[:i] in vocab and piece[i:] in vocab
+    ]
+    return [(piece[:i], piece[i:]) for *_, piece, i in sorted(ranked)]
 
 
 def _added(tokens: list[str], types: list[int], kind: int, special: bool) -> list[AddedToken]:
@@ -312,11 +348,13 @@ def _added(tokens: list[str], types: list[int], kind: int, special: bool) -> lis
 
 
 def tokenizer_config(f: GGUFFile, config: dict[str, Any]) -> dict[str, Any]:
-    tokens = f.field("tokenizer.ggml.tokens")
+    """Special tokens, chat template, BOS: what the file says; unsaid, llama.cpp puts BOS
+    before a sentencepiece vocabulary's texts."""
+    tokens, spm = f.field("tokenizer.ggml.tokens"), f.field("tokenizer.ggml.model") == "llama"
     out: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": config["max_position_embeddings"],
-        "add_bos_token": bool(f.field("tokenizer.ggml.add_bos_token", False)),
+        "add_bos_token": bool(f.field("tokenizer.ggml.add_bos_token", spm)),
         "chat_template": f.field("tokenizer.chat_template", None),
     }
     for name in ("bos", "eos", "pad", "unk"):
