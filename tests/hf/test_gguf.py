@@ -248,6 +248,19 @@ def test_converted_logits_equal_transformers_gguf_loading(tmp_path, family, quan
     torch.testing.assert_close(ours(ids), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_a_large_model_is_written_as_shards_with_an_index(tmp_path, monkeypatch):
+    """Past SHARD_BYTES of fp32 the weights go to several files, one in memory at a time."""
+    monkeypatch.setattr(convert, "SHARD_BYTES", 64 * 1024)
+    path = write_gguf(tmp_path / "m.gguf")
+    folder = convert.converted(path)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) > 2 and set(index["weight_map"].values()) == {p.name for p in shards}
+    ours, _ = load_language_model(path)
+    ids = torch.randint(3, 300, (1, 12))
+    torch.testing.assert_close(ours(ids), theirs(path)(input_ids=ids).logits, atol=1e-4, rtol=0)
+
+
 def test_without_the_unpermute_the_logits_differ(tmp_path, monkeypatch):
     """The comparison above can fail: drop the q/k un-permutation and it does."""
     path = write_gguf(tmp_path / "llama.gguf")

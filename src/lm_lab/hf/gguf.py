@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from torch import Tensor
 
 from lm_lab.data.pydoc_corpus import default_cache_dir
 from lm_lab.utils.errors import ConfigError
@@ -35,6 +36,7 @@ MISTRAL = "MistralForCausalLM"  # llama.cpp writes Mistral models as architectur
 QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")
 INSTALL = "pip install --no-deps gguf (or make install)"
 CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values (gguf.TokenType)
+SHARD_BYTES = 2 << 30  # fp32 bytes per safetensors shard: the most held in memory at once
 
 # GGUF tensor name (after `blk.<i>.`) -> Hugging Face name (after `model.layers.<i>.`)
 LAYER_TENSORS = {
@@ -255,23 +257,52 @@ def unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def state_dict(f: GGUFFile, config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Every tensor of the file, dequantized to fp32 under its Hugging Face name."""
-    heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
-    out: dict[str, torch.Tensor] = {}
-    for name in f.tensors:
+def shards(f: GGUFFile) -> list[dict[str, str]]:
+    """GGUF name -> Hugging Face name, cut into groups of at most SHARD_BYTES of fp32 (one
+    group in memory at a time); a name with no place in the family fails before any work."""
+    groups: list[dict[str, str]] = [{}]
+    size = 0
+    for name, tensor in f.tensors.items():
         try:
             target = hf_name(name)
         except KeyError:
             raise ConfigError(
                 f"{f.key}={f.path}: GGUF tensor {name} has no place in a {f.arch} model"
             ) from None
+        if groups[-1] and size + 4 * tensor.n_elements > SHARD_BYTES:
+            groups, size = [*groups, {}], 0
+        groups[-1][name] = target
+        size += 4 * tensor.n_elements
+    return groups
+
+
+def dequantized(f: GGUFFile, names: dict[str, str], config: dict[str, Any]) -> dict[str, Tensor]:
+    """The tensors `names` maps, in fp32 under their Hugging Face names, q/k un-permuted."""
+    heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
+    out: dict[str, Tensor] = {}
+    for name, target in names.items():
         values = f.array(name)
         part = name.split(".")[-2]
         if f.arch == "llama" and part in heads:  # llama.cpp permutes only llama's q/k
             values = unpermute(values, heads[part])
         out[target] = torch.from_numpy(np.ascontiguousarray(values))
     return out
+
+
+def write_weights(f: GGUFFile, config: dict[str, Any], out: Path) -> None:
+    """model.safetensors, or shards listed in model.safetensors.index.json past SHARD_BYTES."""
+    groups, meta = shards(f), {"format": "pt"}
+    if len(groups) == 1:
+        save_file(dequantized(f, groups[0], config), str(out / "model.safetensors"), meta)
+        return
+    weight_map = {}
+    for i, names in enumerate(groups, 1):
+        file = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+        save_file(dequantized(f, names, config), str(out / file), meta)
+        weight_map |= dict.fromkeys(names.values(), file)
+    total = sum(4 * t.n_elements for t in f.tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    _write_json(out / "model.safetensors.index.json", index)
 
 
 def hf_tokenizer(f: GGUFFile) -> Tokenizer:
@@ -364,14 +395,14 @@ def tokenizer_config(f: GGUFFile, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_folder(f: GGUFFile, out: Path) -> None:
-    """The Hugging Face folder of `f` in `out` (model.safetensors written last but one)."""
+    """The Hugging Face folder of `f` in `out` (the weights written last but one)."""
     config = hf_config(f)
     tokenizer = hf_tokenizer(f)
     tokenizer.save(str(out / "tokenizer.json"))
     _write_json(out / "tokenizer_config.json", tokenizer_config(f, config))
     generation = {k: v for k, v in config.items() if k in ("bos_token_id", "eos_token_id")}
     _write_json(out / "generation_config.json", generation | {"do_sample": False})
-    save_file(state_dict(f, config), str(out / "model.safetensors"), metadata={"format": "pt"})
+    write_weights(f, config, out)
     _write_json(out / "config.json", config)  # last: a folder with config.json is complete
 
 
