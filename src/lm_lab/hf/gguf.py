@@ -34,7 +34,7 @@ CONVERTER_VERSION = 1  # part of the cache key: bump when the folder written cha
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 MISTRAL = "MistralForCausalLM"  # llama.cpp writes Mistral models as architecture llama
 QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")
-INSTALL = "pip install --no-deps gguf (or make install)"
+INSTALL = "pip install gguf (or make install)"
 CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values (gguf.TokenType)
 SHARD_BYTES = 2 << 30  # fp32 bytes per safetensors shard: the most held in memory at once
 
@@ -58,21 +58,24 @@ TOP_TENSORS = {
 
 # Byte-level BPE pre-tokenizers by `tokenizer.ggml.pre`: llama.cpp's regexes for each name
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+
+
+def _split_after_contractions(numbers: str) -> str:
+    """Llama 3's and Qwen2's regex (they differ only in how many digits make one piece)."""
+    return (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+        + numbers
+        + r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+
+
 PRE_SPLITS = {
     "default": [_GPT2_SPLIT],
     "gpt-2": [_GPT2_SPLIT],
     "smollm": [r"\p{N}", _GPT2_SPLIT],  # SmolLM/StarCoder: every digit alone, then GPT-2's
-    "llama-bpe": [_LLAMA3_SPLIT],
-    "llama3": [_LLAMA3_SPLIT],
-    "qwen2": [_QWEN2_SPLIT],
+    "llama-bpe": [_split_after_contractions(r"\p{N}{1,3}")],
+    "llama3": [_split_after_contractions(r"\p{N}{1,3}")],
+    "qwen2": [_split_after_contractions(r"\p{N}")],
 }
 
 
