@@ -180,6 +180,7 @@ def write_gguf(
     tokenizer: str = "gpt2",
     pre: str = "smollm",
     rope_dims: int = WIDTH // HEADS,
+    skip: tuple[str, ...] = (),
 ) -> Path:
     """A GGUF file as llama.cpp's converter writes one: metadata, tokenizer, permuted q/k;
     `extra` tensors and the other keywords make bad files."""
@@ -209,6 +210,8 @@ def write_gguf(
         if arch == "llama" and ".k_proj." in hf:
             values = permute(values, KV_HEADS)
         name = gguf_name(hf)
+        if name in skip:
+            continue
         data, qtype = stored(name, values, quants)
         w.add_tensor(name, data, raw_dtype=qtype)
     for name, data in (extra or {}).items():
@@ -397,6 +400,10 @@ BAD = {  # case -> (writes the file, the one line's text)
     "rope scaling": (
         lambda p: write_gguf(p, extra={"rope_freqs.weight": ONES}),
         "rope scaling in a GGUF is not supported",
+    ),
+    "no embedding": (
+        lambda p: write_gguf(p, skip=("token_embd.weight",)),
+        "GGUF tensor token_embd.weight is missing",
     ),
     "unknown tensor": (
         lambda p: write_gguf(p, extra={"blk.0.ffn_gate_exps.weight": ONES}),

@@ -202,7 +202,9 @@ def hf_config(f: GGUFFile) -> dict[str, Any]:
             )
     if f.arch_field("rope.scaling.type", "none") != "none" or "rope_freqs.weight" in f.tensors:
         raise ConfigError(f"{f.key}={f.path}: rope scaling in a GGUF is not supported")
-    vocab = f.arch_field("vocab_size", None) or len(f.field("tokenizer.ggml.tokens"))
+    if "token_embd.weight" not in f.tensors:
+        raise ConfigError(f"{f.key}={f.path}: GGUF tensor token_embd.weight is missing")
+    vocab = int(f.tensors["token_embd.weight"].shape[-1])  # embedding rows (GGUF: (D, V))
     config = {
         "architectures": [_architecture(f)],
         "model_type": "mistral" if _architecture(f) == MISTRAL else f.arch,
@@ -254,8 +256,9 @@ def hf_name(gguf_name: str) -> str:
 
 
 def unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Undo llama.cpp's `permute` of q/k rows: per head it stores the rotary pairs as
-    (even rows, odd rows) halves where Hugging Face keeps them as (first half, second half)."""
+    """Undo llama.cpp's `permute` of q/k rows. Hugging Face's rope pairs dim j with dim
+    j + Dh/2 of each head; GGML's pairs neighbours, so the converter moved each pair's rows side
+    by side: (H, 2, Dh/2, D) -> (H, Dh/2, 2, D). This is the inverse move."""
     half = w.shape[0] // n_heads // 2
     return w.reshape(n_heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
