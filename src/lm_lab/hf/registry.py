@@ -50,17 +50,14 @@ def conf_dir() -> Path:
     return Path(root) / "conf" / "pretrained"
 
 
-def names() -> list[str]:
-    return sorted(p.stem for p in conf_dir().glob("*.yaml"))
-
-
 def lookup(source: object) -> NamedModel | None:
     """The registry entry `source` names, or None (a path, a Hub id, an unknown name)."""
     text = str(source)
     file = conf_dir() / f"{text}.yaml"
     if not NAME.match(text) or Path(text).exists() or not file.is_file():
         return None
-    entry = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    entry = yaml.safe_load(file.read_text(encoding="utf-8"))
+    entry = entry if isinstance(entry, dict) else {}  # not a mapping: every key is missing
     allowed = {f.name for f in fields(NamedModel)} - {"name"}
     bad = sorted((set(entry) ^ (allowed - {"note"})) - {"note"})  # unknown or missing keys
     if bad:
