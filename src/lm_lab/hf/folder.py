@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lm_lab.hf import gguf, registry
 from lm_lab.utils.errors import ConfigError
 
 CONFIG = "config.json"
@@ -17,9 +18,12 @@ HUB_FILES = ["config.json", "*.safetensors", "*.json", "tokenizer*"]
 
 
 def is_hf_source(source: Any) -> bool:
-    """True for a directory (lm_lab checkpoints are files) or a Hub id that is not a local path."""
+    """True for a directory (lm_lab checkpoints are files), a Hub id that is not a local path,
+    a GGUF file or a registry name (conf/pretrained/<name>.yaml)."""
     if not source:
         return False
+    if gguf.is_gguf(source) or registry.lookup(source):
+        return True
     path = Path(str(source))
     if path.is_dir():
         return True
@@ -32,9 +36,14 @@ def is_hf_source(source: Any) -> bool:
 
 def resolve(source: str | Path, key: str = "init_from") -> Path:
     """The local folder of a model: the directory itself, or a Hub id's snapshot from the
-    huggingface_hub cache (downloaded only when online: HF_HUB_OFFLINE unset)."""
-    path = Path(str(source))
-    if not path.is_dir():
+    huggingface_hub cache (downloaded only when online: HF_HUB_OFFLINE unset), a GGUF file's or
+    a registry name's converted folder (cached)."""
+    path, named = Path(str(source)), registry.lookup(source)
+    if named:
+        path = registry.folder_of(named, key, _from_hub)
+    elif gguf.is_gguf(source):
+        path = gguf.converted(path, key)
+    elif not path.is_dir():
         path = _from_hub(str(source), key)
     if not (path / CONFIG).is_file():
         raise ConfigError(f"{key}={source}: no {CONFIG} in it; pass a Hugging Face model folder")
