@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lm_lab.build import load_module
-from lm_lab.hf.export import export
+from lm_lab.hf.export import check_target, export
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.utils.errors import ConfigError
 
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        module, _ = load_module(model_path(args.source, args.out), key=KEY)
+        path = model_path(args.source, args.out)
+        check_target(args.out, args.force)  # before the model loads, which may take minutes
+        module, _ = load_module(path, key=KEY)
         export(module, module.run_config, args.out, force=args.force)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
