@@ -190,8 +190,8 @@ def test_a_failed_export_leaves_the_old_folder_as_it_was(llama_ckpt, tmp_path, m
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("lm_lab.hf.export.save_file", disk_full)
+    module, _ = load_module(llama_ckpt / "checkpoints" / "best.ckpt")
     with pytest.raises(ConfigError, match=f"cannot write {out} \\(No space left on device\\)"):
-        module, _ = load_module(llama_ckpt / "checkpoints" / "best.ckpt")
         export(module, module.run_config, out, force=True)
     assert [p.name for p in tmp_path.iterdir() if p.name != "run"] == ["out"]
     assert (out / "keep.txt").read_text() == "old"
