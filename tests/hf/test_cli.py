@@ -2,6 +2,7 @@
 strategy, generate.py and eval.py ckpt_path=; bad folders and overrides fail in one line."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -9,10 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lm_lab.build import load_module
+from lm_lab.hf.load import load_language_model
+from lm_lab.train import build_datamodule
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
+
+transformers = pytest.importorskip("transformers")  # the dev extra builds the tiny folders
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -32,6 +38,11 @@ TINY = [
     "task.baseline=null",  # no TF-IDF reference here (tests/tasks/test_classifier_baseline.py)
 ]
 SENTENCES = ["the movie was great", "a boring film", "I loved it", "the plot made no sense"]
+SENTENCES_KNOWN = [
+    "the movie was great and the actors were wonderful",
+    "one of the best films of the year",
+]
+VOCAB = 128  # config.json vocab_size of every tiny folder
 STRATEGIES = ["full", "head", "partial", "lora", "adapter", "bitfit", "prompt", "ia3"]
 
 
@@ -43,27 +54,84 @@ def hf_compose(compose):
     return _compose
 
 
+def starting_point(ckpt: Path) -> dict[str, tuple[torch.Tensor, bool]]:
+    """The run's backbone tensors by the folder's names (a LoRA/IA3 weight: the weight it
+    updates, without the update), each with whether the strategy trains it."""
+    module, _ = load_module(ckpt)
+    trains = {n: p.requires_grad for n, p in module.backbone.named_parameters()}
+    return {
+        name.replace(".parametrizations.", ".").removesuffix(".original"): (
+            value,
+            trains.get(name, False),  # buffers train never
+        )
+        for name, value in module.backbone.state_dict().items()
+    }
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_trains_three_steps_from_a_pretrained_folder(hf_compose, hf_dirs, strategy):
+    """The run's checkpoint holds the folder's weights: frozen tensors exactly, trained ones
+    within what 3 warmup steps of AdamW move them (lr 1e-3 at most), while the folder's
+    weights sit ~0.1 from any random init (a run that never loaded them fails here)."""
     folder = hf_dirs["llama" if strategy in ("lora", "ia3", "prompt") else "gpt_neox"]
     cfg = hf_compose("task=classify", f"init_from={folder}", f"finetune={strategy}")
     result = train(cfg)
     assert cfg.model.norm == ("rmsnorm" if "llama" in str(folder) else "layernorm")
     assert result["params"]["all"]["trainable"] > 0
     assert "test/acc" in result["metrics"]
-    adapter = Path(cfg.paths.output_dir) / "checkpoints" / "adapter.pt"
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    run = starting_point(checkpoints / "best.ckpt")
+    folder_weights = load_language_model(folder)[0].backbone.state_dict()
+    del folder_weights["lm_head.weight"]  # gpt_neox and this llama are untied: no classify head
+    assert set(folder_weights) <= set(run)
+    steps_bound = 3 * cfg.task.optimizer.lr
+    for name, expected in folder_weights.items():
+        got, trained = run[name]
+        if trained:
+            torch.testing.assert_close(got, expected, atol=steps_bound, rtol=0, msg=name)
+        else:
+            assert torch.equal(got, expected), f"{name} ({strategy} freezes it) changed"
+    trained = sorted(name for name in folder_weights if run[name][1])
+    assert bool(trained) == (strategy in ("full", "partial", "bitfit"))
     if strategy == "lora":  # the small artefact rebuilds on the folder's weights
         ids = torch.tensor([[5, 9, 14, 20, 31]])
-        small, _ = load_module(adapter)
-        full, _ = load_module(adapter.with_name("best.ckpt"))
+        small, _ = load_module(checkpoints / "adapter.pt")
+        full, _ = load_module(checkpoints / "best.ckpt")
         torch.testing.assert_close(small(ids), full(ids))
 
 
-def test_continued_pretraining_keeps_the_untied_head(hf_compose, hf_dirs):
-    cfg = hf_compose("task=generate", f"init_from={hf_dirs['gpt_neox']}", "model.dropout=0.1")
-    result = train(cfg)
+def test_continued_pretraining_starts_from_the_folders_loss(hf_compose, hf_dirs, tmp_path):
+    """The folder's model knows the sentences (tests/hf/conftest.py trains it on them, each as
+    <s> ... </s>, as the corpus writes them): untrained, the run's test loss is the folder's own
+    loss on the run's test windows computed by transformers; 3 steps on keep it below 40% of
+    uniform (ln 128 = 4.85), where a model whose weights were never loaded starts."""
+    folder = hf_dirs["gpt_neox"]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "validation"):
+        (corpus / f"{split}.txt").write_text("".join(f"<s>{s}</s>" for s in SENTENCES_KNOWN * 8))
+    data = ["task=generate", f"init_from={folder}", "data=text", f"data.root={corpus}"]
+    untrained = hf_compose(*data, "train=false")
+    at_start = train(untrained)["metrics"]["test/loss"]
+    assert at_start == pytest.approx(transformers_loss(folder, untrained), abs=1e-4)
+    cfg = hf_compose(*data, "model.dropout=0.1")
+    loss = train(cfg)["metrics"]["test/loss"]
     assert cfg.model.dropout == 0.1 and not cfg.model.tie_embeddings
-    assert result["metrics"]["test/loss"] < 10
+    assert loss < min(at_start + 0.01, 0.4 * math.log(VOCAB))  # random init: ~ln 128
+
+
+def transformers_loss(folder: Path, cfg) -> float:
+    """The folder's loss, computed by transformers, on the test windows of a run's config (its
+    cfg.tokenizer is the folder's, set by train)."""
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    total = count = 0
+    with torch.no_grad():
+        for batch in build_datamodule(cfg, hf_init=True).test_dataloader():
+            logits = theirs(input_ids=batch["input_ids"]).logits  # (B, T, V)
+            targets = batch["targets"]  # (B, T), -100 where no loss is taken
+            total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+            count += int((targets != -100).sum())
+    return float(total / count)
 
 
 @pytest.mark.parametrize("override", ["model=bilstm", "model.d_model=32", "+model.foo=1"])
