@@ -3,6 +3,8 @@ strategy, generate.py and eval.py ckpt_path=; bad folders and overrides fail in 
 
 import json
 import math
+import os
+import random
 import re
 import subprocess
 import sys
@@ -141,29 +143,131 @@ def test_model_overrides_that_contradict_the_folder_fail(hf_compose, hf_dirs, ov
         train(cfg)
 
 
-def test_bad_folders_fail_in_one_line(hf_compose, hf_dirs, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ConfigError, match="no config.json"):
-        train(hf_compose(f"init_from={empty}"))
-    for name, edit, says in [
-        ("unsupported", lambda d: _edit_config(d, model_type="bert"), "model_type='bert'"),
-        ("no_weights", lambda d: (d / "model.safetensors").unlink(), "only safetensors"),
-        ("small_vocab", lambda d: _edit_config(d, vocab_size=50), "tokenizer has"),
-    ]:
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _shard(folder: Path, index: dict | None = None, misplace: bool = False) -> None:
+    """model.safetensors cut into two shards listed by model.safetensors.index.json (`index`
+    replaces what the index holds; `misplace` names the first tensor's shard wrongly)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2]}
+    shards["model-00002-of-00002.safetensors"] = names[1::2]
+    weight_map = {}
+    for shard, held in shards.items():
+        save_file({name: tensors[name] for name in held}, str(folder / shard))
+        weight_map |= dict.fromkeys(held, shard)
+    if misplace:
+        weight_map[names[0]] = "model-00002-of-00002.safetensors"
+    content = {"metadata": {}, "weight_map": weight_map} if index is None else index
+    (folder / "model.safetensors.index.json").write_text(json.dumps(content))
+
+
+def _without_vocab_size(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    del config["vocab_size"]
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+FIRST = "transformer.h.0.attn.c_attn.bias"  # the first tensor name of the GPT-2 folder
+BAD_FOLDERS = {  # name: (how the gpt2 folder is broken, what the one line says)
+    "config_truncated": (
+        lambda d: _truncate(d / "config.json"),
+        "config.json is not valid JSON (",
+    ),
+    "config_not_an_object": (
+        lambda d: (d / "config.json").write_text("[1, 2]"),
+        "config.json holds a JSON list, not an object of settings",
+    ),
+    "no_vocab_size": (_without_vocab_size, "config.json has no vocab_size; a gpt2 config.json"),
+    "unsupported": (lambda d: _edit_config(d, model_type="bert"), "model_type='bert'"),
+    "no_weights": (
+        lambda d: (d / "model.safetensors").unlink(),
+        "neither model.safetensors nor model.safetensors.index.json; only safetensors load",
+    ),
+    "pytorch_model_bin_only": (
+        lambda d: (d / "model.safetensors").rename(d / "pytorch_model.bin"),
+        "only safetensors load",
+    ),
+    "random_safetensors": (
+        lambda d: (d / "model.safetensors").write_bytes(random.Random(0).randbytes(4096)),
+        "model.safetensors is not a readable safetensors file (",
+    ),
+    "truncated_safetensors": (
+        lambda d: _truncate(d / "model.safetensors"),
+        "model.safetensors is not a readable safetensors file (",
+    ),
+    "truncated_tokenizer": (
+        lambda d: _truncate(d / "tokenizer.json"),
+        "tokenizer.json is not valid JSON (",
+    ),
+    "truncated_index": (
+        lambda d: (_shard(d), _truncate(d / "model.safetensors.index.json")),
+        "model.safetensors.index.json is not valid JSON (",
+    ),
+    "index_without_weight_map": (
+        lambda d: _shard(d, index={"metadata": {"total_size": 1}}),
+        'model.safetensors.index.json has no "weight_map" object',
+    ),
+    "index_names_the_wrong_shard": (
+        lambda d: _shard(d, misplace=True),
+        f"model.safetensors.index.json puts {FIRST} in model-00002-of-00002.safetensors, "
+        "which does not hold it",
+    ),
+    "eos_outside_the_vocabulary": (
+        lambda d: _edit_config(d, eos_token_id=50256),
+        "eos_token_id=50256 lies outside the vocabulary (config.json vocab_size=128)",
+    ),
+    "small_vocab": (lambda d: _edit_config(d, vocab_size=50), "tokenizer has"),
+}
+
+
+@pytest.fixture
+def bad_folder(hf_dirs, tmp_path):
+    """bad_folder(name) -> a copy of the GPT-2 folder broken as BAD_FOLDERS[name] says."""
+
+    def _make(name: str) -> Path:
         folder = _copy(hf_dirs["gpt2"], tmp_path / name)
-        edit(folder)
-        with pytest.raises(ConfigError, match=says):
-            train(hf_compose(f"init_from={folder}"))
+        BAD_FOLDERS[name][0](folder)
+        return folder
+
+    return _make
 
 
-def test_a_missing_shard_fails_in_one_line(hf_compose, hf_dirs, tmp_path):
-    folder = _copy(hf_dirs["gpt2"], tmp_path / "sharded")
-    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
-    index = {"weight_map": {"transformer.wte.weight": "model-00002-of-00002.safetensors"}}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(ConfigError, match="model-00002-of-00002.safetensors"):
+@pytest.mark.parametrize("name", BAD_FOLDERS)
+def test_bad_folders_fail_in_one_line(hf_compose, bad_folder, name):
+    folder = bad_folder(name)
+    with pytest.raises(ConfigError) as err:
         train(hf_compose(f"init_from={folder}"))
+    key = "tokenizer.path" if name == "small_vocab" else "init_from"  # the file that is wrong
+    assert str(err.value).startswith(f"{key}={folder}: ")
+    assert BAD_FOLDERS[name][1] in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_folder_without_config_json_fails_in_one_line(hf_compose, tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        train(hf_compose(f"init_from={tmp_path}"))
+
+
+@pytest.mark.parametrize(
+    "script, key, name",
+    [
+        ("train.py", "init_from", "index_names_the_wrong_shard"),
+        ("generate.py", "ckpt_path", "truncated_safetensors"),
+        ("eval.py", "ckpt_path", "eos_outside_the_vocabulary"),
+    ],
+)
+def test_bad_folders_fail_in_one_line_from_the_shell(bad_folder, tmp_path, script, key, name):
+    folder = bad_folder(name)
+    done = cli(script, f"{key}={folder}", f"paths.log_dir={tmp_path / 'logs'}")
+    err = done.stderr.strip()
+    assert done.returncode == 2 and "\n" not in err, err[-2000:]
+    assert err.startswith(f"error: {key}={folder}: ") and BAD_FOLDERS[name][1] in err
 
 
 def test_train_generate_and_eval_from_the_shell(hf_dirs, tmp_path):
@@ -203,6 +307,7 @@ def cli(script, *overrides):
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
     )
 
 
