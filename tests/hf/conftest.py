@@ -32,66 +32,23 @@ LLAMA3 = {
     "original_max_position_embeddings": 16,
 }
 COMMON = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, initializer_range=0.15)
+GPT2 = dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, **COMMON)
+SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, **COMMON)
+SHAPE |= dict(max_position_embeddings=128)
+LLAMA = SHAPE | dict(intermediate_size=96, num_key_value_heads=2, tie_word_embeddings=False)
+NEOX = SHAPE | dict(intermediate_size=128, tie_word_embeddings=False)
 CONFIGS = {
-    "gpt2": lambda: transformers.GPT2Config(
-        n_embd=64, n_layer=2, n_head=4, n_positions=128, **COMMON
-    ),
-    "llama": lambda: transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        rope_parameters=LLAMA3,
-        tie_word_embeddings=False,
-        **COMMON,
-    ),
-    "gpt2_untied": lambda: transformers.GPT2Config(
-        n_embd=64, n_layer=2, n_head=4, n_positions=128, tie_word_embeddings=False, **COMMON
-    ),
-    "mistral": lambda: transformers.MistralConfig(
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        sliding_window=None,
-        tie_word_embeddings=False,
-        **COMMON,
-    ),
+    "gpt2": lambda: transformers.GPT2Config(**GPT2),
+    "gpt2_untied": lambda: transformers.GPT2Config(**GPT2, tie_word_embeddings=False),
+    "llama": lambda: transformers.LlamaConfig(**LLAMA, rope_parameters=LLAMA3),
+    "mistral": lambda: transformers.MistralConfig(**LLAMA, sliding_window=None),
     "qwen2": lambda: transformers.Qwen2Config(
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        **COMMON,
+        **SHAPE, intermediate_size=96, num_key_value_heads=4, tie_word_embeddings=True
     ),
     "gpt_neox": lambda: transformers.GPTNeoXConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-        rotary_pct=0.5,
-        use_parallel_residual=True,
-        tie_word_embeddings=False,
-        **COMMON,
+        **NEOX, rotary_pct=0.5, use_parallel_residual=True
     ),
-    "gpt_neox_no_attention_bias": lambda: transformers.GPTNeoXConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-        attention_bias=False,
-        tie_word_embeddings=False,
-        **COMMON,
-    ),
+    "gpt_neox_no_attention_bias": lambda: transformers.GPTNeoXConfig(**NEOX, attention_bias=False),
 }
 FAMILIES = list(CONFIGS)
 BOS_FIRST = ("llama", "mistral")  # their tokenizer_config says add_bos_token
