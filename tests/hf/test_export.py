@@ -2,6 +2,7 @@
 `python -m lm_lab.export` never mixes its files with a folder's old ones."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +146,7 @@ def test_export_into_a_users_folder_is_refused_unless_forced(llama_ckpt, tmp_pat
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert done.returncode == 2 and done.stderr.strip() == (
         f"error: export: out={out} is not empty (config.json, tokenizer_config.json); choose a "
@@ -154,6 +155,8 @@ def test_export_into_a_users_folder_is_refused_unless_forced(llama_ckpt, tmp_pat
     assert json.loads((out / "config.json").read_text()) == {"mine": 1}
     assert json.loads((out / "tokenizer_config.json").read_text()) == {"mine": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "run"]  # no staging left
+    assert export_main([str(llama_ckpt), str(out), "--force"]) == 0
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
 
 
 def test_force_over_a_sharded_folder_leaves_a_clean_export(llama_ckpt, tmp_path):

@@ -131,7 +131,6 @@ def hf_config(family: str, model: dict[str, Any], vocab: int, tokenizer: Any) ->
     }
     if family == "gpt_neox":
         fraction = model.get("rotary_fraction", 1.0)
-        bias = model.get("bias", True)
         return shared | {
             "hidden_act": act,
             "layer_norm_eps": eps,
@@ -140,7 +139,7 @@ def hf_config(family: str, model: dict[str, Any], vocab: int, tokenizer: Any) ->
             "rope_parameters": rope | {"partial_rotary_factor": fraction},
             "use_parallel_residual": bool(model.get("parallel_residual")),
             # NeoX has one switch for q/k/v and dense biases: on when either exists here
-            "attention_bias": bool(bias or model.get("qkv_bias")),
+            "attention_bias": bool(model.get("bias", True) or model.get("qkv_bias")),
         }
     return shared | {
         "hidden_act": "silu",
@@ -220,8 +219,8 @@ def export(
             f"export: finetune={short} has no Hugging Face equivalent; "
             f"exportable: {', '.join(s for s in EXPORTABLE if s)}"
         )
+    family = family_of(dict(run_config["model"]))  # before any module part is looked at
     model = exported_model(module.backbone, dict(run_config["model"]))
-    family = family_of(model)
     vocab = module.backbone.embed.weight.shape[0]
     config = hf_config(family, model, vocab, module.tokenizer)
     lora = lora_updates(module.backbone) if short == "lora" else {}

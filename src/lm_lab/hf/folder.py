@@ -61,7 +61,7 @@ def read_json(path: Path) -> Any:
     """A JSON file of the folder; a truncated or garbled one is a one-line error naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
         raise ConfigError(
             f"{path.name} is not valid JSON ({err}); restore it from the model's source"
         ) from None
