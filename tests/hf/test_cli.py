@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 
 from lm_lab.build import load_module
 from lm_lab.hf.load import load_language_model
@@ -122,7 +123,7 @@ def test_continued_pretraining_starts_from_the_folders_loss(hf_compose, hf_dirs,
     assert loss < min(at_start + 0.01, 0.4 * math.log(VOCAB))  # random init: ~ln 128
 
 
-def transformers_loss(folder: Path, cfg) -> float:
+def transformers_loss(folder: Path, cfg: DictConfig) -> float:
     """The folder's loss, computed by transformers, on the test windows of a run's config (its
     cfg.tokenizer is the folder's, set by train)."""
     theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()

@@ -159,6 +159,12 @@ def test_export_into_a_users_folder_is_refused_unless_forced(llama_ckpt, tmp_pat
     assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
 
 
+def test_an_empty_folder_takes_the_export_without_force(llama_ckpt, tmp_path):
+    (tmp_path / "made_first").mkdir()
+    assert export_main([str(llama_ckpt), str(tmp_path / "made_first")]) == 0
+    assert (tmp_path / "made_first" / "model.safetensors").is_file()
+
+
 def test_force_over_a_sharded_folder_leaves_a_clean_export(llama_ckpt, tmp_path):
     """A folder of another model in shards: without --force it stays loadable; with it, the
     export replaces it whole (no old shard, no index for transformers to follow)."""
