@@ -55,15 +55,18 @@ def _members(cfg: DictConfig) -> int:
 
 
 def load_module(
-    path: str | Path, base_ckpt: str | None = None, dtype: torch.dtype | None = None
+    path: str | Path,
+    base_ckpt: str | None = None,
+    dtype: torch.dtype | None = None,
+    key: str = "ckpt_path",
 ) -> tuple[TaskModule, DictConfig]:
     """Rebuilds the trained module from the checkpoint alone (no run dir, no data needed), or
     from an adapter-only artefact plus its base LM checkpoint (`base_ckpt`); a Hugging Face
     folder (or Hub id) gives a language model with its weights, loaded straight into `dtype`
-    (checkpoints are converted after loading)."""
+    (checkpoints are converted after loading). Errors name `key`, the option that gave `path`."""
     if is_hf_source(path):
-        return load_language_model(path, dtype=dtype)
-    ckpt = read_checkpoint(path)
+        return load_language_model(path, key, dtype=dtype)
+    ckpt = read_checkpoint(path, key)
     meta = CheckpointMeta.from_checkpoint(ckpt)
     cfg = OmegaConf.create(meta.config)
     module = build_module(cfg, from_json(meta.tokenizer), meta.label_names)

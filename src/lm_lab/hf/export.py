@@ -9,6 +9,11 @@ are merged first; a LoRA run also gets a PEFT adapter (`adapter/`) over its unme
 """
 
 import json
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +66,6 @@ def family_of(model: dict[str, Any]) -> str:
         raise no("model.mlp=swiglu with model.norm=layernorm")
     if model.get("n_kv_heads") not in (None, model["n_heads"]):
         raise no(f"model.n_kv_heads={model['n_kv_heads']} with model.norm=layernorm")
-    if model.get("qkv_bias") not in (None, model.get("bias", True)):
-        raise no(f"model.qkv_bias={model['qkv_bias']} different from model.bias")
     if positions == "learned" and not model.get("parallel_residual"):
         return "gpt2"
     if positions == "rope" and not model.get("rope_scaling"):
@@ -70,17 +73,34 @@ def family_of(model: dict[str, Any]) -> str:
     raise no(f"model.positions={positions}")
 
 
+def exported_model(backbone: nn.Module, model: dict[str, Any]) -> dict[str, Any]:
+    """The run's model keys with every shape read from the built backbone, not the config: a
+    sized run (`model.param_budget`) chose its own d_model and d_ff, and config.json must say
+    what the tensors hold."""
+    encoder, embed = backbone.encoder, backbone.embed.weight  # embed (V, D)
+    attn, mlp = encoder.layers[0].attn, encoder.layers[0].mlp
+    shapes = {
+        "d_model": embed.shape[1],
+        "n_layers": len(encoder.layers),
+        "n_heads": attn.n_heads,
+        "n_kv_heads": attn.n_kv_heads,
+        "d_ff": 0 if mlp is None else mlp.fc.out_features,
+        "tie_embeddings": getattr(backbone, "lm_head", None) is None,
+    }
+    if model["positions"] == "learned":
+        shapes["max_len"] = encoder.pos.embed.weight.shape[0]  # (max_len, D)
+    return {"qkv_bias": None} | model | shapes
+
+
 def hf_config(family: str, model: dict[str, Any], vocab: int, tokenizer: Any) -> dict[str, Any]:
-    """config.json of `family` for an lm_lab model config."""
-    d, heads = model["d_model"], model["n_heads"]
-    d_ff = 4 * d if model.get("d_ff") is None else model["d_ff"]
+    """config.json of `family` for an lm_lab model config (shapes from `exported_model`)."""
+    d, heads, d_ff = model["d_model"], model["n_heads"], model["d_ff"]
     act = {"gelu": "gelu", "gelu_tanh": "gelu_new"}.get(model.get("mlp", "gelu"), "silu")
-    tie = model.get("tie_embeddings", True)
     common = {
         "model_type": family,
         "architectures": [ARCHITECTURES[family]],
         "vocab_size": vocab,
-        "tie_word_embeddings": tie,
+        "tie_word_embeddings": model["tie_embeddings"],
         "pad_token_id": tokenizer.pad_id,
         "eos_token_id": tokenizer.eos_id,
         "bos_token_id": tokenizer.bos_ids[0] if tokenizer.bos_ids else None,
@@ -118,12 +138,13 @@ def hf_config(family: str, model: dict[str, Any], vocab: int, tokenizer: Any) ->
             "rotary_emb_base": rope["rope_theta"],
             "rope_parameters": rope | {"partial_rotary_factor": fraction},
             "use_parallel_residual": bool(model.get("parallel_residual")),
-            "attention_bias": bool(model.get("bias", True)),
+            # NeoX has one switch for q/k/v and dense biases: on when either exists here
+            "attention_bias": bool(model.get("bias", True) or model.get("qkv_bias")),
         }
     return shared | {
         "hidden_act": "silu",
         "rms_norm_eps": eps,
-        "num_key_value_heads": model.get("n_kv_heads") or heads,
+        "num_key_value_heads": model["n_kv_heads"],
         "rope_parameters": rope,
         "rope_scaling": None if rope["rope_type"] == "default" else rope,
         "attention_bias": False,
@@ -141,8 +162,11 @@ def plain_state(backbone: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach() for k, v in backbone.state_dict().items()}
 
 
-def hf_tensors(family: str, model: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The family's tensors from lm_lab backbone tensors; missing biases become zeros."""
+def hf_tensors(
+    config: dict[str, Any], model: dict[str, Any], state: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """The family's tensors (for its config.json) from lm_lab backbone tensors; biases the
+    family has and the model lacks become zeros."""
 
     def get(name: str) -> Tensor:
         if name in state:
@@ -151,15 +175,11 @@ def hf_tensors(family: str, model: dict[str, Any], state: dict[str, Tensor]) -> 
             return torch.zeros(state[name.replace(".bias", ".weight")].shape[0])
         raise ConfigError(f"export: the model has no {name}")
 
-    hf = {"model_type": family}
     return {
         rule.hf: rule.join([get(lm) for lm in rule.lm]).contiguous()
-        for rule in rules(hf, _with_defaults(model))
+        for rule in rules(config, model)
+        if rule.hf is not None
     }
-
-
-def _with_defaults(model: dict[str, Any]) -> dict[str, Any]:
-    return {"tie_embeddings": True, "qkv_bias": None} | model
 
 
 def write_tokenizer(tokenizer: Any, out: Path) -> None:
@@ -184,8 +204,11 @@ def write_tokenizer(tokenizer: Any, out: Path) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
 
 
-def export(module: nn.Module, run_config: dict[str, Any], out: str | Path) -> Path:
-    """Writes `out` (a Hugging Face folder) for a language model; returns it."""
+def export(
+    module: nn.Module, run_config: dict[str, Any], out: str | Path, force: bool = False
+) -> Path:
+    """Writes `out` (a Hugging Face folder) for a language model; returns it. A non-empty `out`
+    is refused unless `force`, and then replaced whole (see `staged`)."""
     out = Path(out)
     if getattr(module, "task_name", None) != "generate":
         raise ConfigError("export: only language models (task=generate) export as causal LMs")
@@ -196,18 +219,67 @@ def export(module: nn.Module, run_config: dict[str, Any], out: str | Path) -> Pa
             f"export: finetune={short} has no Hugging Face equivalent; "
             f"exportable: {', '.join(s for s in EXPORTABLE if s)}"
         )
-    model = dict(run_config["model"]) | {"d_model": module.backbone.d_model}  # after sizing
-    family = family_of(model)
-    lora = lora_updates(module.backbone) if short == "lora" else {}
-    if lora:
-        base = {k: v.clone() for k, v in _originals(module.backbone).items()}
-    tensors = hf_tensors(family, model, plain_state(module.backbone))
+    family = family_of(dict(run_config["model"]))  # before any module part is looked at
+    model = exported_model(module.backbone, dict(run_config["model"]))
     vocab = module.backbone.embed.weight.shape[0]
-    write_folder(out, hf_config(family, model, vocab, module.tokenizer), tensors, module.tokenizer)
-    if lora:
-        write_peft(out, family, model, base, lora, run_config["finetune"], vocab, module.tokenizer)
+    config = hf_config(family, model, vocab, module.tokenizer)
+    lora = lora_updates(module.backbone) if short == "lora" else {}
+    base = {k: v.clone() for k, v in _originals(module.backbone).items()} if lora else {}
+    tensors = hf_tensors(config, model, plain_state(module.backbone))
+    with staged(out, force) as folder:
+        write_folder(folder, config, tensors, module.tokenizer)
+        if lora:
+            peft = PeftParts(config, model, base, lora, run_config["finetune"])
+            write_peft(folder, out, peft, module.tokenizer)
     log.info(f"exported a {family} model to {out}")
     return out
+
+
+def check_target(out: Path, force: bool) -> None:
+    """`out` must be a new path or an empty folder, or any folder with `force`; never a file."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"export: out={out} is a file; give the folder to write (a new path, or a folder "
+            "with --force)"
+        )
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise ConfigError(
+            f"export: out={out} is not empty ({shown}); choose a new folder, or pass --force "
+            "to replace the whole folder with the export"
+        )
+
+
+@contextmanager
+def staged(out: Path, force: bool) -> Iterator[Path]:
+    """A new folder beside `out` to write into, renamed to `out` once complete: a failed export
+    leaves `out` as it was, and a replaced folder keeps none of its old files (stale shards, an
+    index that would point transformers at them)."""
+    check_target(out, force)
+    folder = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()  # mode 0o777 minus the umask, as any folder the user makes
+        yield folder
+        _replace(folder, out)
+    except OSError as err:
+        raise ConfigError(
+            f"export: cannot write {out} ({err.strerror or err}); choose a writable folder"
+        ) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _replace(folder: Path, out: Path) -> None:
+    """Renames `folder` to `out`; an existing `out` is moved aside first and deleted after."""
+    if not out.exists():
+        folder.rename(out)
+        return
+    old = out.parent / f".{out.name}.{secrets.token_hex(4)}.old"
+    out.rename(old)
+    folder.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_folder(out: Path, config: dict, tensors: dict[str, Tensor], tokenizer: Any) -> None:
@@ -241,39 +313,44 @@ def _originals(backbone: nn.Module) -> dict[str, Tensor]:
     return plain
 
 
-def write_peft(
-    out: Path,
-    family: str,
-    model: dict[str, Any],
-    base: dict[str, Tensor],
-    lora: dict[str, tuple[Tensor, Tensor]],
-    finetune: dict[str, Any],
-    vocab: int,
-    tokenizer: Any,
-) -> None:
-    """`out/base` (the weights before LoRA) and `out/adapter` (PEFT LoRA) when every LoRA weight
-    is one whole projection of the family; else a log line says why no adapter was written."""
+@dataclass
+class PeftParts:
+    """What a PEFT adapter folder is made of: the family's config.json and model keys, the
+    weights before LoRA and each update's (lora_A, lora_B)."""
+
+    config: dict[str, Any]
+    model: dict[str, Any]
+    base: dict[str, Tensor]
+    lora: dict[str, tuple[Tensor, Tensor]]
+    finetune: dict[str, Any]
+
+
+def write_peft(folder: Path, out: Path, parts: PeftParts, tokenizer: Any) -> None:
+    """`folder/base` (the weights before LoRA) and `folder/adapter` (PEFT LoRA, pointing at
+    `out/base`, where `folder` ends up) when every LoRA weight is one whole projection of the
+    family; else a log line says why no adapter was written."""
+    family, finetune = parts.config["model_type"], parts.finetune
     names = {
         rule.lm[0]: rule.hf
-        for rule in rules({"model_type": family}, _with_defaults(model))
-        if len(rule.lm) == 1 and rule.hf.endswith(".weight") and family != "gpt2"
+        for rule in rules(parts.config, parts.model)
+        if len(rule.lm) == 1 and rule.hf and rule.hf.endswith(".weight") and family != "gpt2"
     }
-    unmapped = sorted(k for k in lora if k not in names)
+    unmapped = sorted(k for k in parts.lora if k not in names)
     if unmapped:
         log.warning(
             f"export: no PEFT adapter, LoRA on {unmapped[0]} has no single module in {family}"
         )
         return
-    tensors = hf_tensors(family, model, base)
-    write_folder(out / "base", hf_config(family, model, vocab, tokenizer), tensors, tokenizer)
+    tensors = hf_tensors(parts.config, parts.model, parts.base)
+    write_folder(folder / "base", parts.config, tensors, tokenizer)
     adapter: dict[str, Tensor] = {}
-    for key, (a, b) in lora.items():
+    for key, (a, b) in parts.lora.items():
         module = names[key].removesuffix(".weight")
         adapter[f"base_model.model.{module}.lora_A.weight"] = a.contiguous()
         adapter[f"base_model.model.{module}.lora_B.weight"] = b.contiguous()
-    (out / "adapter").mkdir(exist_ok=True)
+    (folder / "adapter").mkdir(exist_ok=True)
     save_file(
-        adapter, str(out / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"}
+        adapter, str(folder / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"}
     )
     config = {
         "peft_type": "LORA",
@@ -284,9 +361,9 @@ def write_peft(
         "lora_dropout": finetune.get("dropout", 0.0),
         "use_rslora": finetune.get("rslora", False),
         "target_modules": sorted(
-            {names[k].removesuffix(".weight").rsplit(".", 1)[-1] for k in lora}
+            {names[k].removesuffix(".weight").rsplit(".", 1)[-1] for k in parts.lora}
         ),
         "bias": "none",
         "fan_in_fan_out": False,
     }
-    (out / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=1))
+    (folder / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=1))

@@ -23,9 +23,10 @@ ACTIVATIONS |= {"gelu_fast": "gelu_tanh"}
 
 @dataclass(frozen=True)
 class Rule:
-    """One Hugging Face tensor `hf` and the lm_lab backbone tensors `lm` it splits into."""
+    """One Hugging Face tensor `hf` and the lm_lab backbone tensors `lm` it splits into;
+    `hf=None`: the family has no such tensor, and the lm_lab one is loaded as zeros."""
 
-    hf: str
+    hf: str | None
     lm: tuple[str, ...]
     split: Callable[[Tensor], list[Tensor]] = lambda t: [t]
     join: Callable[[list[Tensor]], Tensor] = lambda ts: ts[0]
@@ -87,6 +88,16 @@ def _reject(hf: dict[str, Any], **bad: Any) -> None:
             )
 
 
+def _size(hf: dict[str, Any], key: str) -> int:
+    """A size config.json must give (transformers' class defaults are no guide to the weights)."""
+    value = hf.get(key)
+    if value is None:
+        raise ConfigError(f"config.json has no {key}; a {hf['model_type']} config.json sets it")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"config.json {key}={value!r}: must be a positive integer")
+    return value
+
+
 def model_config(hf: dict[str, Any]) -> dict[str, Any]:
     """lm_lab `model.*` keys of a config.json; one-line errors for what lm_lab cannot run."""
     kind = hf.get("model_type")
@@ -94,6 +105,7 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"config.json model_type={kind!r} is not supported; lm_lab loads {', '.join(FAMILIES)}"
         )
+    _size(hf, "vocab_size")
     common = {"_target_": TARGET, "dropout": 0.0, "d_ff": None, "n_kv_heads": None}
     if kind == "gpt2":
         _reject(hf, scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False)
@@ -102,25 +114,25 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
         if act not in ACTIVATIONS:
             raise ConfigError(f"config.json activation_function={act!r} is not supported")
         return common | {
-            "d_model": hf["n_embd"],
-            "n_layers": hf["n_layer"],
-            "n_heads": hf["n_head"],
+            "d_model": _size(hf, "n_embd"),
+            "n_layers": _size(hf, "n_layer"),
+            "n_heads": _size(hf, "n_head"),
             "d_ff": hf.get("n_inner"),
             "positions": "learned",
-            "max_len": hf["n_positions"],
+            "max_len": _size(hf, "n_positions"),
             "bias": True,
             "norm": "layernorm",
             "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
             "mlp": ACTIVATIONS[act],
             "tie_embeddings": hf.get("tie_word_embeddings", True),
         }
-    heads, width = hf["num_attention_heads"], hf["hidden_size"]
+    heads, width = _size(hf, "num_attention_heads"), _size(hf, "hidden_size")
     _reject(hf, head_dim=width // heads)
     base = common | {
         "d_model": width,
-        "n_layers": hf["num_hidden_layers"],
+        "n_layers": _size(hf, "num_hidden_layers"),
         "n_heads": heads,
-        "d_ff": hf["intermediate_size"],
+        "d_ff": _size(hf, "intermediate_size"),
         "positions": "rope",
         "max_len": hf.get("max_position_embeddings", 2048),
         "tie_embeddings": hf.get("tie_word_embeddings", kind != "gpt_neox"),
@@ -132,7 +144,7 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"config.json hidden_act={act!r} is not supported")
         return base | {
             "bias": True,
-            "qkv_bias": hf.get("attention_bias", True),
+            "qkv_bias": bool(hf.get("attention_bias", True)),  # the dense bias: see _neox_rules
             "norm": "layernorm",
             "norm_eps": hf.get("layer_norm_eps", 1e-5),
             "mlp": ACTIVATIONS[act],
@@ -160,51 +172,65 @@ def _layer(i: int) -> str:
 
 
 def rules(hf: dict[str, Any], model: dict[str, Any]) -> list[Rule]:
-    """Every tensor of the family's checkpoint, mapped onto backbone keys (without `backbone.`)."""
-    kind, n = hf["model_type"], model["n_layers"]
-    out: list[Rule] = []
-    if kind == "gpt2":
-        p = "transformer."
-        out += [Rule(p + "wte.weight", ("embed.weight",))]
-        out += [Rule(p + "wpe.weight", ("encoder.pos.embed.weight",))]
-        for i in range(n):
-            h, lm = f"{p}h.{i}.", _layer(i)
-            qkv = tuple(f"{lm}attn.{x}" for x in "qkv")
-            for w in ("weight", "bias"):
-                out += [
-                    Rule(f"{h}ln_1.{w}", (f"{lm}ln1.{w}",)),
-                    Rule(f"{h}ln_2.{w}", (f"{lm}ln2.{w}",)),
-                ]
-                out += [_fused_conv1d(f"{h}attn.c_attn.{w}", tuple(f"{q}.{w}" for q in qkv))]
-            for hf_name, lm_name in (
-                ("attn.c_proj", "attn.o"),
-                ("mlp.c_fc", "mlp.fc"),
-                ("mlp.c_proj", "mlp.proj"),
-            ):
-                out += [_transposed(f"{h}{hf_name}.weight", f"{lm}{lm_name}.weight")]
-                out += [Rule(f"{h}{hf_name}.bias", (f"{lm}{lm_name}.bias",))]
-        out += [Rule(f"{p}ln_f.{w}", (f"norm.{w}",)) for w in ("weight", "bias")]
-        return out
-    if kind == "gpt_neox":
-        p = "gpt_neox."
-        out += [Rule(p + "embed_in.weight", ("embed.weight",))]
-        for i in range(n):
-            h, lm = f"{p}layers.{i}.", _layer(i)
-            pairs = [("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2")]
-            pairs += [("attention.dense", "attn.o"), ("mlp.dense_h_to_4h", "mlp.fc")]
-            pairs += [("mlp.dense_4h_to_h", "mlp.proj")]
-            for w in ("weight", "bias"):
-                out += [Rule(f"{h}{a}.{w}", (f"{lm}{b}.{w}",)) for a, b in pairs]
-                qkv = tuple(f"{lm}attn.{x}.{w}" for x in "qkv")
-                qkv_name = f"{h}attention.query_key_value.{w}"
-                out += [_interleaved(qkv_name, qkv, model["n_heads"])]
-        out += [Rule(f"{p}final_layer_norm.{w}", (f"norm.{w}",)) for w in ("weight", "bias")]
-        if not model["tie_embeddings"]:
-            out += [Rule("embed_out.weight", ("lm_head.weight",))]
-        return out
+    """Every tensor of the family's checkpoint, mapped onto backbone keys (without `backbone.`);
+    an untied output head (`lm_head`, NeoX's `embed_out`) is one more tensor in every family."""
+    kind = hf["model_type"]
+    build = {"gpt2": _gpt2_rules, "gpt_neox": _neox_rules}.get(kind, _llama_rules)
+    out = build(hf, model)
+    if not model["tie_embeddings"]:
+        head = "embed_out.weight" if kind == "gpt_neox" else "lm_head.weight"
+        out += [Rule(head, ("lm_head.weight",))]
+    return out
+
+
+def _gpt2_rules(hf: dict[str, Any], model: dict[str, Any]) -> list[Rule]:
+    p = "transformer."
+    out = [Rule(p + "wte.weight", ("embed.weight",))]
+    out += [Rule(p + "wpe.weight", ("encoder.pos.embed.weight",))]
+    for i in range(model["n_layers"]):
+        h, lm = f"{p}h.{i}.", _layer(i)
+        qkv = tuple(f"{lm}attn.{x}" for x in "qkv")
+        for w in ("weight", "bias"):
+            out += [
+                Rule(f"{h}ln_1.{w}", (f"{lm}ln1.{w}",)),
+                Rule(f"{h}ln_2.{w}", (f"{lm}ln2.{w}",)),
+            ]
+            out += [_fused_conv1d(f"{h}attn.c_attn.{w}", tuple(f"{q}.{w}" for q in qkv))]
+        for hf_name, lm_name in (
+            ("attn.c_proj", "attn.o"),
+            ("mlp.c_fc", "mlp.fc"),
+            ("mlp.c_proj", "mlp.proj"),
+        ):
+            out += [_transposed(f"{h}{hf_name}.weight", f"{lm}{lm_name}.weight")]
+            out += [Rule(f"{h}{hf_name}.bias", (f"{lm}{lm_name}.bias",))]
+    return out + [Rule(f"{p}ln_f.{w}", (f"norm.{w}",)) for w in ("weight", "bias")]
+
+
+def _neox_rules(hf: dict[str, Any], model: dict[str, Any]) -> list[Rule]:
+    """`attention_bias: false` drops both attention biases; lm_lab's `o` keeps its bias (it
+    follows `model.bias`, which the MLP needs), loaded as zeros: the same function."""
+    p = "gpt_neox."
+    out = [Rule(p + "embed_in.weight", ("embed.weight",))]
+    biased = [("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2")]
+    biased += [("mlp.dense_h_to_4h", "mlp.fc"), ("mlp.dense_4h_to_h", "mlp.proj")]
+    attention = ["weight", "bias"] if hf.get("attention_bias", True) else ["weight"]
+    for i in range(model["n_layers"]):
+        h, lm = f"{p}layers.{i}.", _layer(i)
+        for w in ("weight", "bias"):
+            out += [Rule(f"{h}{a}.{w}", (f"{lm}{b}.{w}",)) for a, b in biased]
+        for w in attention:
+            out += [Rule(f"{h}attention.dense.{w}", (f"{lm}attn.o.{w}",))]
+            qkv = tuple(f"{lm}attn.{x}.{w}" for x in "qkv")
+            out += [_interleaved(f"{h}attention.query_key_value.{w}", qkv, model["n_heads"])]
+        if len(attention) == 1:
+            out += [Rule(None, (f"{lm}attn.o.bias",))]
+    return out + [Rule(f"{p}final_layer_norm.{w}", (f"norm.{w}",)) for w in ("weight", "bias")]
+
+
+def _llama_rules(hf: dict[str, Any], model: dict[str, Any]) -> list[Rule]:
     p = "model."
-    out += [Rule(p + "embed_tokens.weight", ("embed.weight",))]
-    for i in range(n):
+    out = [Rule(p + "embed_tokens.weight", ("embed.weight",))]
+    for i in range(model["n_layers"]):
         h, lm = f"{p}layers.{i}.", _layer(i)
         pairs = [("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2")]
         pairs += [(f"self_attn.{x}_proj", f"attn.{x}") for x in "qkvo"]
@@ -216,7 +242,4 @@ def rules(hf: dict[str, Any], model: dict[str, Any]) -> list[Rule]:
         out += [Rule(f"{h}{a}.weight", (f"{lm}{b}.weight",)) for a, b in pairs]
         if model["qkv_bias"]:
             out += [Rule(f"{h}self_attn.{x}_proj.bias", (f"{lm}attn.{x}.bias",)) for x in "qkv"]
-    out += [Rule(p + "norm.weight", ("norm.weight",))]
-    if not model["tie_embeddings"]:
-        out += [Rule("lm_head.weight", ("lm_head.weight",))]
-    return out
+    return out + [Rule(p + "norm.weight", ("norm.weight",))]

@@ -66,23 +66,69 @@ def _from_hub(repo_id: str, key: str) -> Path:
             ) from None
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of the folder; a truncated or garbled one is a one-line error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(
+            f"{path.name} is not valid JSON ({err}); restore it from the model's source"
+        ) from None
+
+
 def read_config(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    """config.json, which must be a JSON object of settings."""
+    config = read_json(folder / CONFIG)
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{CONFIG} holds a JSON {type(config).__name__}, not an object of settings; "
+            "restore it from the model's source"
+        )
+    return config
 
 
-def weight_files(folder: Path, key: str = "init_from") -> dict[str, Path]:
-    """Tensor name -> the safetensors file holding it (one file, or the shards of the index)."""
+def weight_files(folder: Path) -> dict[str, Path]:
+    """Tensor name -> the safetensors file holding it (one file, or the shards of the index).
+    Every file's header is read here, so a corrupt file or a wrong index fails before any
+    weight is copied (and before a training run reads its data)."""
+    if (folder / INDEX).is_file():
+        return _indexed(folder)
+    if not (folder / SINGLE).is_file():
+        raise ConfigError(f"neither {SINGLE} nor {INDEX}; only safetensors load")
+    return dict.fromkeys(tensor_names(folder / SINGLE), folder / SINGLE)
+
+
+def _indexed(folder: Path) -> dict[str, Path]:
+    """The index's weight_map, checked against the shards it names."""
+    index = read_json(folder / INDEX)
+    names = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(names, dict) or not names:
+        raise ConfigError(
+            f'{INDEX} has no "weight_map" object (tensor name -> shard file); '
+            "restore it from the model's source"
+        )
+    files = {name: folder / str(shard) for name, shard in names.items()}
+    missing = sorted({f.name for f in files.values() if not f.is_file()})
+    if missing:
+        raise ConfigError(f"shard(s) {missing} listed in {INDEX} are missing")
+    held = {shard: tensor_names(shard) for shard in set(files.values())}
+    for name, shard in files.items():
+        if name not in held[shard]:
+            raise ConfigError(
+                f"{INDEX} puts {name} in {shard.name}, which does not hold it; "
+                "restore the index from the model's source"
+            )
+    return files
+
+
+def tensor_names(file: Path) -> set[str]:
+    """The tensors a safetensors file holds (its header only; no weight is read)."""
     from safetensors import safe_open
 
-    index = folder / INDEX
-    if index.is_file():
-        names = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = {name: folder / shard for name, shard in names.items()}
-        missing = sorted({str(f.name) for f in files.values() if not f.is_file()})
-        if missing:
-            raise ConfigError(f"{key}={folder}: shard(s) {missing} listed in {INDEX} are missing")
-        return files
-    if not (folder / SINGLE).is_file():
-        raise ConfigError(f"{key}={folder}: neither {SINGLE} nor {INDEX}; only safetensors load")
-    with safe_open(folder / SINGLE, framework="pt") as f:
-        return dict.fromkeys(f.keys(), folder / SINGLE)
+    try:
+        with safe_open(file, framework="pt") as f:
+            return set(f.keys())
+    except Exception as err:  # SafetensorError (random, truncated) or OSError: the file is bad
+        raise ConfigError(
+            f"{file.name} is not a readable safetensors file ({err}); download it again"
+        ) from None

@@ -6,8 +6,10 @@ the rise of memory during a load is the model itself plus one tensor.
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -18,13 +20,15 @@ from torch import nn
 
 from lm_lab.data.tokenizers import PretrainedTokenizer
 from lm_lab.hf.families import Rule, model_config, rules
-from lm_lab.hf.folder import read_config, resolve, weight_files
+from lm_lab.hf.folder import read_config, read_json, resolve, weight_files
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 CONTEXT_CAP = 2048  # block size assumed for probes of a model that was never trained here
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+SPECIAL_IDS = ("eos", "bos", "pad")  # ids the tokenizer takes from the folder's JSON files
 
 
 class Pretrained:
@@ -33,21 +37,51 @@ class Pretrained:
     def __init__(self, source: str | Path, key: str = "init_from") -> None:
         self.source, self.key = str(source), key
         self.folder = resolve(source, key)
-        self.hf = read_config(self.folder)
-        try:
+        with self.named():
+            self.hf = read_config(self.folder)
             self.model = model_config(self.hf)
-        except ConfigError as err:
-            raise ConfigError(f"{key}={source}: {err}") from None
+            self.files = weight_files(self.folder)  # every header read: bad files fail now
         self.vocab_size = int(self.hf["vocab_size"])
 
+    @contextmanager
+    def named(self) -> Iterator[None]:
+        """Prefixes the folder's one-line errors with the option that named it."""
+        try:
+            yield
+        except ConfigError as err:
+            raise ConfigError(f"{self.key}={self.source}: {err}") from None
+
     def tokenizer(self) -> PretrainedTokenizer:
-        tokenizer = PretrainedTokenizer(self.folder)
+        """The folder's tokenizer, refused when its ids do not fit the embedding."""
+        try:
+            tokenizer = PretrainedTokenizer(self.folder)
+        except ConfigError:
+            raise
+        except Exception as err:  # the tokenizers library's own parse errors
+            with self.named():
+                self._name_bad_tokenizer_file(err)
         if tokenizer.vocab_size != self.vocab_size:
             raise ConfigError(
                 f"{self.key}={self.source}: tokenizer vocab_size {tokenizer.vocab_size} != "
                 f"embedding rows {self.vocab_size}"
             )
+        for name in SPECIAL_IDS:
+            token_id = tokenizer.state()[f"{name}_id"]
+            if token_id is not None and not 0 <= token_id < self.vocab_size:
+                raise ConfigError(
+                    f"{self.key}={self.source}: {name}_token_id={token_id} lies outside the "
+                    f"vocabulary (config.json vocab_size={self.vocab_size}); set it to the id "
+                    f"of the model's {name} token"
+                )
         return tokenizer
+
+    def _name_bad_tokenizer_file(self, err: Exception) -> NoReturn:
+        """Raises a one-line error naming the tokenizer file that fails to parse (the JSON
+        ones are checked in turn; only on this failure path, so a good load parses once)."""
+        for name in TOKENIZER_FILES:
+            if (self.folder / name).is_file():
+                read_json(self.folder / name)
+        raise ConfigError(f"tokenizer.json is not a tokenizer the tokenizers library reads ({err})")
 
     def load_into(self, backbone: nn.Module) -> set[str]:
         """Copies every tensor of the folder into `backbone` (its params may sit on the meta
@@ -56,13 +90,18 @@ class Pretrained:
         if any(p.is_meta for p in backbone.parameters()):
             backbone.to_empty(device="cpu")
         state = backbone.state_dict()
-        files = weight_files(self.folder, self.key)
         loaded: set[str] = set()
         with torch.no_grad():
             for rule in rules(self.hf, self.model):
                 if rule.lm[0] not in state:  # lm_head of a model built for classification
                     continue
-                for name, part in zip(rule.lm, rule.split(self._read(rule, files)), strict=True):
+                # a tensor this config leaves out (hf None) is a bias that is zeros there
+                parts = (
+                    rule.split(self._read(rule))
+                    if rule.hf
+                    else [torch.zeros_like(state[rule.lm[0]])]
+                )
+                for name, part in zip(rule.lm, parts, strict=True):
                     self._copy(state[name], part, name)
                     loaded.add(name)
         missing = sorted(set(state) - loaded)
@@ -74,11 +113,11 @@ class Pretrained:
         )
         return {f"backbone.{name}" for name in loaded}
 
-    def _read(self, rule: Rule, files: dict[str, Path]) -> torch.Tensor:
-        name = rule.hf if rule.hf in files else rule.hf.split(".", 1)[1]  # base-model saves
-        if name not in files:
+    def _read(self, rule: Rule) -> torch.Tensor:
+        name = rule.hf if rule.hf in self.files else rule.hf.split(".", 1)[1]  # base-model saves
+        if name not in self.files:
             raise ConfigError(f"{self.key}={self.source}: tensor {rule.hf} is missing")
-        with safe_open(files[name], framework="pt") as f:
+        with safe_open(self.files[name], framework="pt") as f:
             return f.get_tensor(name)
 
     def _copy(self, param: torch.Tensor, value: torch.Tensor, name: str) -> None:
