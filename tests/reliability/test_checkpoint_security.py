@@ -115,7 +115,7 @@ def test_eval_py_refuses_code_in_base_ckpt(lm_run, crafted, tmp_path):
 def test_export_refuses_code_in_the_checkpoint(crafted, tmp_path):
     path, marker = crafted
     done = entry("-m", "lm_lab.export", str(path), str(tmp_path / "hf"), cwd=ROOT / "src")
-    assert_refused(done, marker, f"ckpt_path={path}: ")
+    assert_refused(done, marker, f"source={path}: ")
     assert not (tmp_path / "hf").exists()
 
 
