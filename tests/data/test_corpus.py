@@ -262,9 +262,10 @@ def test_datamodule_reports_documents_held_out_and_setup_time(tmp_path):
 
 def test_worker_processes_encode_like_the_tokenizer_in_order():
     """Char/byte tokenizers are spread over `num_proc` processes, chunk order kept."""
-    docs = [("train" if i % 3 else "validation", text_of(i)) for i in range(40)]
-    tok = CharTokenizer().fit(t for _, t in docs)
-    got = list(encoded_chunks(chunks(iter(docs), 300), tok, 2, np.dtype(np.uint16)))
+    pieces = [("train" if i % 3 else "validation", text_of(i), i % 2 == 0) for i in range(40)]
+    tok = CharTokenizer().fit(t for _, t, _ in pieces)
+    got = list(encoded_chunks(chunks(iter(pieces), 300), tok, 2, np.dtype(np.uint16)))
     assert len(got) > 2  # several chunks, so a pool was used
-    assert [m for meta, _ in got for m in meta] == [(s, len(t)) for s, t in docs]
-    assert [list(ids) for _, enc in got for ids in enc] == tok.encode_batch([t for _, t in docs])
+    assert [m for meta, _ in got for m in meta] == [(s, len(t), f) for s, t, f in pieces]
+    direct = tok.encode_batch([t for _, t, _ in pieces])
+    assert [list(ids) for _, enc in got for ids in enc] == direct

@@ -1,5 +1,6 @@
 """The unit every source returns: the raw texts of one split and their labels."""
 
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -27,3 +28,16 @@ class Split:
     @property
     def has_labels(self) -> bool:
         return self.labels is not None and any(label is not None for label in self.labels)
+
+
+def overlap(members: Mapping[str, Iterable[Hashable]]) -> tuple[str, str, Hashable] | None:
+    """The first item found in two splits, as (the split seen first, the other split, item),
+    or None: every source checks with it, where it assembles its splits, that no document
+    (file, record set) is in two of them."""
+    seen: dict[Hashable, str] = {}
+    for split, items in members.items():
+        for item in items:
+            first = seen.setdefault(item, split)
+            if first != split:
+                return first, split, item
+    return None
