@@ -288,9 +288,10 @@ class TextFiles:
         split's file counts as that file, and one file reached twice is read once). Train found
         by layout (the whole root, `train/`) leaves out what other splits hold; two splits the
         user named that share a file are refused, since only the user knows which one is meant."""
-        real = {
-            split: {os.path.realpath(f.path): f for f in files} for split, files in by_split.items()
-        }
+        real: dict[str, dict[str, CorpusFile]] = {split: {} for split in by_split}
+        for split, files in by_split.items():
+            for file in files:
+                real[split].setdefault(os.path.realpath(file.path), file)
         if self.names["train"] is None:
             others = {path for split, files in real.items() if split != "train" for path in files}
             real["train"] = {p: f for p, f in real["train"].items() if p not in others}
