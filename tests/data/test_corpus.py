@@ -4,6 +4,7 @@ the shards against direct tokenization, the cache's atomicity, and DDP shares.""
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,12 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from lm_lab.data import prepare as prepare_module
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.data.documents import TextFiles
 from lm_lab.data.language_modeling import RandomWindows, token_stream
 from lm_lab.data.prepare import chunks, encoded_chunks, prepare, training_sample
-from lm_lab.data.shards import MANIFEST
+from lm_lab.data.shards import MANIFEST, TOKENIZER
 from lm_lab.data.tokenizers import BPETokenizer, CharTokenizer, IdTokenizer
+from lm_lab.data.tokenizers import load as load_tokenizer
 from lm_lab.utils.errors import ConfigError
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "mu"]
@@ -155,9 +158,98 @@ def test_a_second_preparation_reads_the_cache(tmp_path, monkeypatch):
     assert again.folder == first.folder and again.tokenizer.to_json() == first.tokenizer.to_json()
     fitted = prepare(TextFiles(tmp_path), first.tokenizer, tmp_path / "c")  # e.g. eval.py
     assert fitted.folder.resolve() == first.folder
-    (tmp_path / "doc000.txt").write_text("changed")  # another size and mtime: another key
-    monkeypatch.undo()
-    assert prepare(TextFiles(tmp_path), CharTokenizer(), tmp_path / "c").folder != first.folder
+
+
+def count_builds(monkeypatch) -> list[Path]:
+    """The folders `build` prepares from now on (it still builds them)."""
+    built: list[Path] = []
+    real = prepare_module.build
+
+    def counted(corpus, files, tokenizer, final, *rest):
+        built.append(final)
+        return real(corpus, files, tokenizer, final, *rest)
+
+    monkeypatch.setattr(prepare_module, "build", counted)
+    return built
+
+
+def prepared_with(root: Path, cache: Path, **changes):
+    """The corpus of the cache tests: one setting changed at a time."""
+    args = {"val_fraction": 0.2, "vocab_size": 300, "shard_tokens": 200, "num_proc": None}
+    args |= changes
+    return prepare(
+        TextFiles(root, val_fraction=args["val_fraction"]),
+        BPETokenizer(vocab_size=args["vocab_size"]),
+        cache,
+        num_proc=args["num_proc"],
+        shard_tokens=args["shard_tokens"],
+    )
+
+
+def edit_keeping_size_and_mtime(path: Path) -> None:
+    """What `cp -p` or `rsync -a` of an edited copy does: same size, same mtime."""
+    before = path.stat()
+    path.write_text(path.read_text().upper())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+# a change to the corpus folder, or to a setting, one at a time
+FILE_CHANGES = {
+    "content, same size and mtime": lambda root: edit_keeping_size_and_mtime(root / "doc003.txt"),
+    "a file added": lambda root: write_files(root, 1, 50),
+    "a file renamed": lambda root: (root / "doc003.txt").rename(root / "doc903.txt"),
+    "mtime only (touch)": lambda root: os.utime(root / "doc003.txt", ns=(10**18, 10**18)),
+    "a file of another suffix": lambda root: (root / "notes.bin").write_bytes(b"\0"),
+}
+SETTING_CHANGES = {
+    "tokenizer settings": {"vocab_size": 320},
+    "source settings": {"val_fraction": 0.3},
+    "shard_tokens": {"shard_tokens": 300},
+    "tokenizing processes": {"num_proc": 1},
+}
+UNRELATED = ("mtime only (touch)", "a file of another suffix", "tokenizing processes")
+
+
+@pytest.mark.parametrize("change", [*FILE_CHANGES, *SETTING_CHANGES])
+def test_the_cache_is_rebuilt_for_each_cause_alone_and_only_for_them(tmp_path, monkeypatch, change):
+    root, cache = tmp_path / "corpus", tmp_path / "cache"
+    write_files(root, 30)
+    built = count_builds(monkeypatch)
+    first = prepared_with(root, cache)
+    if change in FILE_CHANGES:
+        FILE_CHANGES[change](root)
+    again = prepared_with(root, cache, **SETTING_CHANGES.get(change, {}))
+    rebuilt = change not in UNRELATED
+    assert len(built) == 1 + rebuilt and (again.folder != first.folder) == rebuilt
+    if change == "content, same size and mtime":  # and the new shards hold the new text
+        ids = [a.tolist() for split in again.splits for a in again.shards(split).arrays]
+        texts = [again.tokenizer.decode(part) for part in ids]
+        assert any(text_of(3).upper() in text for text in texts)
+
+
+def test_the_loser_of_the_publish_race_uses_the_winners_tokenizer(tmp_path, monkeypatch):
+    """Two processes fit and prepare at once; the other one publishes first, with a tokenizer
+    fitted otherwise (another library version, another sample): its shards are the ones every
+    run reads, so its tokenizer must be the one this process returns."""
+    write_files(tmp_path / "corpus", 30)
+    real_publish = prepare_module.publish
+    winner = BPETokenizer(vocab_size=300).fit(["zeta eta theta " * 40, "\n\n"])
+
+    def publish_after_the_winner(tmp: Path, final: Path, manifest: dict) -> None:
+        theirs = tmp.with_name(f"{final.name}.tmp-otherhost-1")
+        shutil.copytree(tmp, theirs)
+        winner.save(theirs / TOKENIZER)
+        real_publish(theirs, final, manifest)  # the other process wins
+        real_publish(tmp, final, manifest)  # this one finds the folder there and drops its own
+
+    monkeypatch.setattr(prepare_module, "publish", publish_after_the_winner)
+    ours = BPETokenizer(vocab_size=300)
+    prepared = prepare(TextFiles(tmp_path / "corpus"), ours, tmp_path / "cache")
+    published = load_tokenizer(prepared.folder / TOKENIZER).to_json()
+    assert prepared.tokenizer.to_json() == published == winner.to_json() != ours.to_json()
+    assert not list((tmp_path / "cache" / "corpora").glob("*.tmp-*"))  # ours was dropped
 
 
 KILLED_MID_WAY = """
