@@ -40,7 +40,7 @@ SPLITS = ("train", "validation", "test")
 SUFFIXES = (".txt", ".md", ".rst", ".py", ".jsonl", ".jsonl.gz", ".parquet")
 VALIDATION_FOLDERS = ("validation", "valid", "val")
 PIECE_CHARS = 1_000_000  # longest text handed to the tokenizer at once: bounds its memory
-READ_BYTES = 1 << 20  # block size of the streaming UTF-8 check and of content hashing
+READ_BYTES = 1 << 20  # block size of the streaming UTF-8 check
 Piece = tuple[str, str, bool]  # (split, text, whether it starts a document)
 
 
@@ -101,22 +101,22 @@ def check_utf8(path: Path) -> None:
 
 
 def cut_point(text: str, limit: int) -> int:
-    """Where to end the first piece of a text longer than `limit`: just after the last newline
-    within the limit that a non-space character follows, else just before the last single space
-    between two non-space characters, else at the limit itself. Byte-level BPE (GPT-2's
-    pre-tokenizer) never merges across the first two kinds of cut, nor do the char, byte and ids
-    tokenizers, so the pieces encode to exactly the whole text's ids; only the last resort (no
-    whitespace in `limit` characters) can split a token in two."""
-    end = limit
-    while (newline := text.rfind("\n", 0, end)) >= 0:
-        if not text[newline + 1].isspace():
-            return newline + 1
-        end = newline
-    end = limit
-    while (space := text.rfind(" ", 1, end)) >= 0:
-        if not (text[space - 1].isspace() or text[space + 1].isspace()):
-            return space
-        end = space
+    """Where to end the first piece of a text longer than `limit`: at the start of the
+    whitespace run around the last line end within the limit, else of the last run of spaces or
+    tabs, provided a non-space character comes before it; else at the limit itself.
+
+    A piece then ends with a non-space character and the next one starts with whitespace: no
+    pre-token of byte-level BPE (GPT-2's pattern: letters, digits or punctuation with one
+    optional leading space; runs of whitespace) spans such a point, so the pieces encode to
+    exactly the whole text's ids; char, byte and ids tokenizers never look across it either.
+    Only the last resort (`limit` characters of no whitespace, or of nothing else) can split a
+    token in two."""
+    for spot in (text.rfind("\n", 0, limit), max(text.rfind(c, 0, limit) for c in " \t")):
+        start = spot
+        while start > 0 and text[start - 1].isspace():
+            start -= 1
+        if start > 0:
+            return start
     return limit
 
 
@@ -184,7 +184,7 @@ def content_digest(path: Path) -> str:
     (`cp -p`, `rsync -a`); "unreadable" for a file the reading pass will skip and count."""
     try:
         with path.open("rb") as f:
-            return hashlib.file_digest(f, "blake2b").hexdigest()[:32]
+            return hashlib.file_digest(f, "sha256").hexdigest()[:32]  # ~600 MB/s with SHA-NI
     except OSError:
         return "unreadable"
 
