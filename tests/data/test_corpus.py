@@ -1,6 +1,7 @@
 """Corpora of many files prepared into token shards: every source layout, the held-out split,
 the shards against direct tokenization, the cache's atomicity, and DDP shares."""
 
+import errno
 import gzip
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from lm_lab.data import prepare as prepare_module
+from lm_lab.data import shards
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.data.documents import TextFiles
 from lm_lab.data.language_modeling import RandomWindows, token_stream
@@ -361,3 +363,33 @@ def test_worker_processes_encode_like_the_tokenizer_in_order():
     assert [m for meta, _ in got for m in meta] == [(s, len(t), f) for s, t, f in pieces]
     direct = tok.encode_batch([t for _, t, _ in pieces])
     assert [list(ids) for _, enc in got for ids in enc] == direct
+
+
+def test_dangling_and_self_referencing_symlinks_are_skipped_and_counted(tmp_path, caplog):
+    write_files(tmp_path / "corpus", 40)
+    (tmp_path / "corpus" / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    (tmp_path / "corpus" / "loop.txt").symlink_to(tmp_path / "corpus" / "loop.txt")
+    (tmp_path / "corpus" / "ok.txt").symlink_to(tmp_path / "corpus" / "doc001.txt")  # read once
+    for source in (TextFiles(tmp_path / "corpus"), TextFiles(tmp_path, train="corpus/*.txt")):
+        stats = prepare(source, CharTokenizer(), None).stats()
+        assert stats["skipped/broken_link"] == 2 and stats["files"] == 40
+        assert stats["train/documents"] + stats.get("validation/documents", 0) == 40
+    assert "gone.txt" in caplog.text and "(broken_link)" in caplog.text
+
+
+def test_a_full_disk_is_one_config_error_and_leaves_nothing(tmp_path, monkeypatch):
+    write_files(tmp_path / "corpus", 40)
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as numpy's tofile raises it
+
+    monkeypatch.setattr(shards.ShardWriter, "_write", no_space)
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError) as err:
+        prepare(TextFiles(tmp_path / "corpus"), CharTokenizer(), cache)
+    assert str(err.value) == (
+        f"LM_LAB_CACHE (paths.cache_dir={cache}): no room left (No space left on device); "
+        "point LM_LAB_CACHE at a writable folder with room for the corpus (or set "
+        "data.cache_dir=null for a temporary one)"
+    )
+    assert list((cache / "corpora").iterdir()) == []  # the half-written folder is gone

@@ -205,12 +205,14 @@ def writing_cache(cache: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        where = f"{err.filename} ({err.strerror})" if err.filename else str(err.strerror or err)
-        if err.errno in FULL_DISK:
-            raise ConfigError(cache_problem(cache, f"no space left writing {where}")) from err
-        if err.filename and Path(err.filename).is_relative_to(cache):
-            raise ConfigError(cache_problem(cache, f"cannot write {where}")) from err
-        raise
+        if err.errno in FULL_DISK:  # numpy's tofile names no file
+            where = f" writing {err.filename}" if err.filename else ""
+            what = f"no room left{where} ({err.strerror})"
+        elif err.filename and Path(err.filename).is_relative_to(cache):
+            what = f"cannot write {err.filename} ({err.strerror})"
+        else:
+            raise
+        raise ConfigError(cache_problem(cache, what)) from err
 
 
 def wait_for(final: Path) -> None:
@@ -413,11 +415,13 @@ PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 def _init_worker(tokenizer_json: str) -> None:
-    """Also asks Linux to end the worker with its parent, so a killed preparation leaves none;
-    Ctrl-C (sent to the whole process group) is the parent's to handle, not the workers'."""
+    """Also asks Linux to end the worker with its parent, so a killed preparation leaves none.
+    Ctrl-C (sent to the whole process group) is the parent's to handle, not the workers', and
+    SIGTERM ends a worker at once, whatever handler the parent had when it forked it."""
     global _worker_tokenizer
     _worker_tokenizer = from_json(tokenizer_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
