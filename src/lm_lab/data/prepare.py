@@ -61,7 +61,7 @@ log = get_logger(__name__)
 CHUNK_CHARS = 2_000_000  # characters of document pieces tokenized per batch: bounds the memory
 SHARD_TOKENS = 2**28  # a shard closes at the first document boundary past this many tokens
 WAIT_S = 6 * 3600  # how long a rank waits for another one's preparation
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # a full disk, an exhausted quota
 
 
 @dataclass
@@ -274,10 +274,10 @@ def fit_tokenizer(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) ->
 
 
 def training_sample(corpus: Any, files: list[CorpusFile], max_chars: int | None) -> Iterator[str]:
-    """Training documents for fitting a tokenizer, at most max_chars of them: from files picked
-    evenly across the corpus (by count, sized so their bytes about match the cap), in order,
-    the last one cut at the cap. None reads every training document."""
-    candidates = [f for f in files if f.split in ("train", None)]  # (documents, not pieces)
+    """Training text for fitting a tokenizer, at most max_chars of it, as document pieces: from
+    files picked evenly across the corpus (by count, sized so their bytes about match the cap),
+    in order, the last piece cut at the cap. None reads every training document."""
+    candidates = [f for f in files if f.split in ("train", None)]
     total = sum(f.size for f in candidates)
     if max_chars is not None and total > max_chars:
         n = max(1, math.ceil(len(candidates) * max_chars / total))
