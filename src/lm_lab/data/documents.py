@@ -39,7 +39,7 @@ log = get_logger(__name__)
 SPLITS = ("train", "validation", "test")
 SUFFIXES = (".txt", ".md", ".rst", ".py", ".jsonl", ".jsonl.gz", ".parquet")
 VALIDATION_FOLDERS = ("validation", "valid", "val")
-PIECE_CHARS = 250_000  # longest text handed to the tokenizer at once: bounds its memory (results.md)
+PIECE_CHARS = 250_000  # longest text the tokenizer gets at once: bounds its memory (results.md)
 READ_BYTES = 1 << 20  # block size of the streaming UTF-8 check
 Piece = tuple[str, str, bool]  # (split, text, whether it starts a document)
 
