@@ -182,24 +182,21 @@ def test_a_read_only_lm_lab_cache_is_one_config_error(tmp_path, read_only):
 
 def test_a_read_only_cache_that_holds_the_corpus_still_serves_it(tmp_path, read_only):
     corpus = corpus_of(tmp_path / "corpus")
-    first = TextDataModule(
-        TextFiles(corpus),
-        CharTokenizer(),
-        "generate",
-        block_size=16,
-        cache_dir=str(tmp_path / "cache"),
-    )
-    first.setup()
+
+    def prepared_folder() -> Path:
+        dm = TextDataModule(
+            TextFiles(corpus),
+            CharTokenizer(),
+            "generate",
+            block_size=16,
+            cache_dir=str(tmp_path / "cache"),
+        )
+        dm.setup()
+        return dm._prepared.folder
+
+    first = prepared_folder()
     for alias in (tmp_path / "cache" / "corpora").iterdir():
         if alias.is_symlink():
             alias.unlink()  # so the second run wants to write it again
     read_only(tmp_path / "cache" / "corpora")
-    again = TextDataModule(
-        TextFiles(corpus),
-        CharTokenizer(),
-        "generate",
-        block_size=16,
-        cache_dir=str(tmp_path / "cache"),
-    )
-    again.setup()
-    assert again._prepared.folder == first._prepared.folder
+    assert prepared_folder() == first

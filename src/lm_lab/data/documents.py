@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_lab.data.pydoc_corpus import unit_hash
-from lm_lab.data.split import Split, overlap
+from lm_lab.data.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
@@ -295,14 +295,14 @@ class TextFiles:
         if self.names["train"] is None:
             others = {path for split, files in real.items() if split != "train" for path in files}
             real["train"] = {p: f for p, f in real["train"].items() if p not in others}
-        clash = overlap(real)
-        if clash is not None:
-            first, second, path = clash
-            raise ConfigError(
+        check_disjoint(
+            real,
+            lambda first, second, path: (
                 f"data.source.{second}={layout[second]}: {path} is also in the {first} split "
                 f"(data.source.{first}={layout[first]}); a document may be in one split only, "
                 "so name disjoint files, folders or globs"
-            )
+            ),
+        )
         return {split: list(files.values()) for split, files in real.items()}
 
     def _expand(self, split: str, spec: str, hashed: bool) -> list[CorpusFile]:

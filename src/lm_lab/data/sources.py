@@ -14,7 +14,7 @@ from typing import Any
 
 from lm_lab.data.documents import TextFiles
 from lm_lab.data.pydoc_corpus import PydocCorpus
-from lm_lab.data.split import Split, overlap
+from lm_lab.data.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
@@ -42,13 +42,13 @@ def split_files(root: str | Path, names: dict[str, str | None]) -> dict[str, Pat
                 f"data.root={root}: {path} not found; put the {split} file there "
                 f"or set data.source.{split} to its name"
             )
-    clash = overlap({split: [path.resolve()] for split, path in paths.items()})
-    if clash is not None:
-        first, second, path = clash
-        raise ConfigError(
+    check_disjoint(
+        {split: [path.resolve()] for split, path in paths.items()},
+        lambda first, second, path: (
             f"data.source.{second}={names[second]}: {path} is already the {first} split's file; "
             f"a document may be in one split only, so give the {second} split its own file"
-        )
+        ),
+    )
     return paths
 
 

@@ -1,7 +1,9 @@
 """The unit every source returns: the raw texts of one split and their labels."""
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from lm_lab.utils.errors import ConfigError
 
 
 @dataclass
@@ -30,14 +32,15 @@ class Split:
         return self.labels is not None and any(label is not None for label in self.labels)
 
 
-def overlap(members: Mapping[str, Iterable[Hashable]]) -> tuple[str, str, Hashable] | None:
-    """The first item found in two splits, as (the split seen first, the other split, item),
-    or None: every source checks with it, where it assembles its splits, that no document
-    (file, record set) is in two of them."""
+def check_disjoint(
+    members: Mapping[str, Iterable[Hashable]], message: Callable[[str, str, Hashable], str]
+) -> None:
+    """Every source calls this where it assembles its splits, so that no document (a file, a
+    data-set split) is in two of them: the first item found in two splits raises
+    ConfigError(message(the split seen first, the other split, item))."""
     seen: dict[Hashable, str] = {}
     for split, items in members.items():
         for item in items:
             first = seen.setdefault(item, split)
             if first != split:
-                return first, split, item
-    return None
+                raise ConfigError(message(first, split, item))
