@@ -52,9 +52,10 @@ def test_a_held_out_folder_inside_train_is_left_out_of_train(tmp_path):
     assert found == {"train": ["train/x.txt"], "validation": ["train/held/y.txt"]}
 
 
-def test_a_symlink_to_a_validation_file_is_that_file(tmp_path):
+def test_a_link_to_a_validation_file_is_that_file(tmp_path):
     write(tmp_path, "train/x.txt", "validation/v.txt")
     (tmp_path / "train" / "v_again.txt").symlink_to(tmp_path / "validation" / "v.txt")
+    (tmp_path / "train" / "v_hard.txt").hardlink_to(tmp_path / "validation" / "v.txt")
     (tmp_path / "train" / "x_again.txt").symlink_to(tmp_path / "train" / "x.txt")  # read once
     found = names_by_split(TextFiles(tmp_path))
     assert found == {"train": ["train/x.txt"], "validation": ["validation/v.txt"]}

@@ -52,6 +52,7 @@ class CorpusFile:
     name: str  # relative to the root (or absolute): names documents and keys the cache
     split: str | None
     size: int
+    identity: tuple[int, int] = (0, 0)  # (device, inode): one file under two names or links
 
 
 class Unreadable(Exception):
@@ -284,23 +285,24 @@ class TextFiles:
     def _disjoint(
         self, by_split: dict[str, list[CorpusFile]], layout: dict[str, str]
     ) -> dict[str, list[CorpusFile]]:
-        """The files of each split, none in two (compared by real path, so a symlink to another
-        split's file counts as that file, and one file reached twice is read once). Train found
-        by layout (the whole root, `train/`) leaves out what other splits hold; two splits the
-        user named that share a file are refused, since only the user knows which one is meant."""
-        real: dict[str, dict[str, CorpusFile]] = {split: {} for split in by_split}
+        """The files of each split, none in two (compared by device and inode, so a symlink or
+        hard link to another split's file counts as that file, and one file reached twice is
+        read once). Train found by layout (the whole root, `train/`) leaves out what other
+        splits hold; two splits the user named that share a file are refused, since only the
+        user knows which one is meant."""
+        real: dict[str, dict[tuple[int, int], CorpusFile]] = {split: {} for split in by_split}
         for split, files in by_split.items():
             for file in files:
-                real[split].setdefault(os.path.realpath(file.path), file)
+                real[split].setdefault(file.identity, file)
         if self.names["train"] is None:
-            others = {path for split, files in real.items() if split != "train" for path in files}
-            real["train"] = {p: f for p, f in real["train"].items() if p not in others}
+            others = {key for split, files in real.items() if split != "train" for key in files}
+            real["train"] = {k: f for k, f in real["train"].items() if k not in others}
         check_disjoint(
             real,
-            lambda first, second, path: (
-                f"data.source.{second}={layout[second]}: {path} is also in the {first} split "
-                f"(data.source.{first}={layout[first]}); a document may be in one split only, "
-                "so name disjoint files, folders or globs"
+            lambda first, second, key: (
+                f"data.source.{second}={layout[second]}: {real[second][key].path} is also in "
+                f"the {first} split (data.source.{first}={layout[first]}); a document may be in "
+                "one split only, so name disjoint files, folders or globs"
             ),
         )
         return {split: list(files.values()) for split, files in real.items()}
@@ -339,7 +341,7 @@ class TextFiles:
         """The file, or None (skipped and counted) when it cannot be stat'ed: a dangling or
         self-referencing symlink, or a file deleted since it was listed."""
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except OSError as err:
             reason = "broken_link" if path.is_symlink() else "unreadable"
             self.skipped_files[reason] += 1
@@ -350,7 +352,7 @@ class TextFiles:
             name = str(path.relative_to(self.root))
         except ValueError:  # a glob outside the root
             name = str(path.resolve())
-        return CorpusFile(path, name, split, size)
+        return CorpusFile(path, name, split, stat.st_size, (stat.st_dev, stat.st_ino))
 
     def file_digest(self, file: CorpusFile) -> str:
         """What keys the cache for this file: its content (see `content_digest`)."""
