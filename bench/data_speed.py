@@ -11,7 +11,7 @@ validation.txt). For each size and layout, in fresh subprocesses:
   timed), then one `tokenizers.Tokenizer.encode_batch` call (default threads) with the same
   fitted tokenizer; for `single` that is one 160 MB text, tens of GB, so it is not run;
 - data setup of a new run on the prepared corpus (memory-mapped), in seconds, and within it the
-  hashing of the files' contents that keys the cache.
+  listing of the files and the hashing of their contents that key the cache.
 
     python bench/data_speed.py [--sizes 16 160] [--layouts files single] [--vocab 4096]
 """
@@ -137,7 +137,7 @@ def child_setup(corpus: str, cache: str, vocab: int) -> dict:
     next(iter(datamodule.train_dataloader()))  # the first batch too
     setup_s = time.perf_counter() - started
     started = time.perf_counter()
-    for file in source.files():  # what the cache key reads, timed alone (page cache warm)
+    for file in source.files():  # what the cache key reads, timed again alone (page cache warm)
         content_digest(file.path)
     return {"setup_s": setup_s, "hash_s": time.perf_counter() - started}
 
@@ -194,7 +194,7 @@ def print_table(rows: list, vocab: int) -> None:
     header = (
         "| layout | corpus | lm_lab MB/s | lm_lab tokens/s | reference MB/s | ratio | BPE fit s "
         "| peak RSS lm_lab MB | peak RSS reference MB | bytes/token | setup of a new run s "
-        "| of which hashing s |"
+        "| of which listing + hashing s |"
     )
     print(header)
     print("|" + "---|" * 12)
