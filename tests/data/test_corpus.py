@@ -393,3 +393,5 @@ def test_a_full_disk_is_one_config_error_and_leaves_nothing(tmp_path, monkeypatc
         "data.cache_dir=null for a temporary one)"
     )
     assert list((cache / "corpora").iterdir()) == []  # the half-written folder is gone
+    with pytest.raises(ConfigError, match=r"^data\.cache_dir=null: the temporary folder .*: no "):
+        prepare(TextFiles(tmp_path / "corpus"), CharTokenizer(), None)  # not LM_LAB_CACHE's

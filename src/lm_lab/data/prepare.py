@@ -176,7 +176,7 @@ def prepare(
     if manifest is None:
         rank = local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", 0))
         if rank == 0 or keep_alive is not None:
-            with writing_cache(cache):
+            with writing_cache(cache, temporary=keep_alive is not None):
                 build(corpus, files, tokenizer, final, num_proc, shard_tokens)
         else:
             wait_for(final)
@@ -191,7 +191,12 @@ def prepare(
     return PreparedCorpus(final, manifest, fitted, keep_alive)
 
 
-def cache_problem(cache: Path, what: str) -> str:
+def cache_problem(cache: Path, what: str, temporary: bool = False) -> str:
+    if temporary:  # data.cache_dir=null: a folder of tempfile's
+        return (
+            f"data.cache_dir=null: the temporary folder {cache}: {what}; set TMPDIR to a "
+            "writable folder with room for the corpus, or data.cache_dir to one"
+        )
     return (
         f"LM_LAB_CACHE (paths.cache_dir={cache}): {what}; point LM_LAB_CACHE at a writable "
         "folder with room for the corpus (or set data.cache_dir=null for a temporary one)"
@@ -199,7 +204,7 @@ def cache_problem(cache: Path, what: str) -> str:
 
 
 @contextlib.contextmanager
-def writing_cache(cache: Path) -> Iterator[None]:
+def writing_cache(cache: Path, temporary: bool) -> Iterator[None]:
     """Turns a failed write into the cache (read-only, full, not a folder) into one line; any
     other OSError (a bug, or the corpus itself) is raised as it is."""
     try:
@@ -212,7 +217,7 @@ def writing_cache(cache: Path) -> Iterator[None]:
             what = f"cannot write {err.filename} ({err.strerror})"
         else:
             raise
-        raise ConfigError(cache_problem(cache, what)) from err
+        raise ConfigError(cache_problem(cache, what, temporary)) from err
 
 
 def wait_for(final: Path) -> None:
