@@ -95,8 +95,18 @@ def corpus_of(folder: Path, n: int = 40) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_mid_preparation_is_one_line_and_publishes_nothing(tmp_path, signum, status):
+PREPARE = ("-m", "lm_lab.cli.prepare")
+TRAIN = ("train.py", "paths.log_dir={tmp}", "logger=[]")  # prepares in the datamodule setup
+
+
+@pytest.mark.parametrize(
+    ("command", "signum", "status"),
+    [(PREPARE, signal.SIGINT, 130), (PREPARE, signal.SIGTERM, 143), (TRAIN, signal.SIGTERM, 143)],
+    ids=["prepare-SIGINT", "prepare-SIGTERM", "train.py-SIGTERM"],
+)
+def test_a_signal_mid_preparation_is_one_line_and_publishes_nothing(
+    tmp_path, command, signum, status
+):
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SLOW_SHARDS)
@@ -108,7 +118,7 @@ def test_a_signal_mid_preparation_is_one_line_and_publishes_nothing(tmp_path, si
     }
     overrides = ["task=generate", "data=text", f"data.root={corpus_of(tmp_path / 'corpus')}"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lm_lab.cli.prepare", *overrides, "tokenizer=char"],
+        [sys.executable, *(c.format(tmp=tmp_path) for c in command), *overrides, "tokenizer=char"],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,
@@ -125,7 +135,8 @@ def test_a_signal_mid_preparation_is_one_line_and_publishes_nothing(tmp_path, si
         proc.kill()
     lines = stderr.strip().splitlines()
     assert proc.returncode == status, stderr[-2000:]
-    assert lines[-1].startswith(f"interrupted by {signal.Signals(signum).name}: nothing half-")
+    name = signal.Signals(signum).name
+    assert lines[-1].startswith(f"interrupted by {name} while preparing the corpus: nothing half-")
     assert "Traceback" not in stderr
     assert not list(cache.rglob("manifest.json")) and not list(cache.rglob("*.tmp-*"))
 

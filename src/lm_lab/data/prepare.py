@@ -26,13 +26,16 @@ import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -62,6 +65,7 @@ CHUNK_CHARS = 2_000_000  # characters of document pieces tokenized per batch: bo
 SHARD_TOKENS = 2**28  # a shard closes at the first document boundary past this many tokens
 WAIT_S = 6 * 3600  # how long a rank waits for another one's preparation
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # a full disk, an exhausted quota
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -176,7 +180,7 @@ def prepare(
     if manifest is None:
         rank = local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", 0))
         if rank == 0 or keep_alive is not None:
-            with writing_cache(cache, temporary=keep_alive is not None):
+            with writing_cache(cache, temporary=keep_alive is not None), interruptible():
                 build(corpus, files, tokenizer, final, num_proc, shard_tokens)
         else:
             wait_for(final)
@@ -218,6 +222,52 @@ def writing_cache(cache: Path, temporary: bool) -> Iterator[None]:
         else:
             raise
         raise ConfigError(cache_problem(cache, what, temporary)) from err
+
+
+class Interrupted(SystemExit):
+    """SIGINT or SIGTERM stopped the preparation: a SystemExit with status 128 + the signal's
+    number (130, 143), so every entry point (prepare, train.py, eval.py) ends without a
+    traceback, and every cleanup on the way (the private folder's removal) runs first."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise `Interrupted` (SIGTERM would end the
+    process at once, leaving a half-written folder and no word; Lightning's handler would only
+    note it for the first training batch), and the way out is one line on stderr. Nested
+    blocks and other threads leave it to the outermost block of the main thread."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is _stop
+    ):
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+    try:
+        yield
+    except Interrupted as stop:
+        print(
+            f"interrupted by {signal.Signals(stop.signum).name} while preparing the corpus: "
+            "nothing half-prepared is kept or published; run the same command again to "
+            "prepare it",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def wait_for(final: Path) -> None:
