@@ -1,9 +1,11 @@
 """Corpora of many files prepared into token shards: every source layout, the held-out split,
 the shards against direct tokenization, the cache's atomicity, and DDP shares."""
 
+import errno
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,12 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from lm_lab.data import prepare as prepare_module
+from lm_lab.data import shards
 from lm_lab.data.datamodule import TextDataModule
 from lm_lab.data.documents import TextFiles
 from lm_lab.data.language_modeling import RandomWindows, token_stream
 from lm_lab.data.prepare import chunks, encoded_chunks, prepare, training_sample
-from lm_lab.data.shards import MANIFEST
+from lm_lab.data.shards import MANIFEST, TOKENIZER
 from lm_lab.data.tokenizers import BPETokenizer, CharTokenizer, IdTokenizer
+from lm_lab.data.tokenizers import load as load_tokenizer
 from lm_lab.utils.errors import ConfigError
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "mu"]
@@ -155,9 +160,98 @@ def test_a_second_preparation_reads_the_cache(tmp_path, monkeypatch):
     assert again.folder == first.folder and again.tokenizer.to_json() == first.tokenizer.to_json()
     fitted = prepare(TextFiles(tmp_path), first.tokenizer, tmp_path / "c")  # e.g. eval.py
     assert fitted.folder.resolve() == first.folder
-    (tmp_path / "doc000.txt").write_text("changed")  # another size and mtime: another key
-    monkeypatch.undo()
-    assert prepare(TextFiles(tmp_path), CharTokenizer(), tmp_path / "c").folder != first.folder
+
+
+def count_builds(monkeypatch) -> list[Path]:
+    """The folders `build` prepares from now on (it still builds them)."""
+    built: list[Path] = []
+    real = prepare_module.build
+
+    def counted(corpus, files, tokenizer, final, *rest):
+        built.append(final)
+        return real(corpus, files, tokenizer, final, *rest)
+
+    monkeypatch.setattr(prepare_module, "build", counted)
+    return built
+
+
+def prepared_with(root: Path, cache: Path, **changes):
+    """The corpus of the cache tests: one setting changed at a time."""
+    args = {"val_fraction": 0.2, "vocab_size": 300, "shard_tokens": 200, "num_proc": None}
+    args |= changes
+    return prepare(
+        TextFiles(root, val_fraction=args["val_fraction"]),
+        BPETokenizer(vocab_size=args["vocab_size"]),
+        cache,
+        num_proc=args["num_proc"],
+        shard_tokens=args["shard_tokens"],
+    )
+
+
+def edit_keeping_size_and_mtime(path: Path) -> None:
+    """What `cp -p` or `rsync -a` of an edited copy does: same size, same mtime."""
+    before = path.stat()
+    path.write_text(path.read_text().upper())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+# a change to the corpus folder, or to a setting, one at a time
+FILE_CHANGES = {
+    "content, same size and mtime": lambda root: edit_keeping_size_and_mtime(root / "doc003.txt"),
+    "a file added": lambda root: write_files(root, 1, 50),
+    "a file renamed": lambda root: (root / "doc003.txt").rename(root / "doc903.txt"),
+    "mtime only (touch)": lambda root: os.utime(root / "doc003.txt", ns=(10**18, 10**18)),
+    "a file of another suffix": lambda root: (root / "notes.bin").write_bytes(b"\0"),
+}
+SETTING_CHANGES = {
+    "tokenizer settings": {"vocab_size": 320},
+    "source settings": {"val_fraction": 0.3},
+    "shard_tokens": {"shard_tokens": 300},
+    "tokenizing processes": {"num_proc": 1},
+}
+UNRELATED = ("mtime only (touch)", "a file of another suffix", "tokenizing processes")
+
+
+@pytest.mark.parametrize("change", [*FILE_CHANGES, *SETTING_CHANGES])
+def test_the_cache_is_rebuilt_for_each_cause_alone_and_only_for_them(tmp_path, monkeypatch, change):
+    root, cache = tmp_path / "corpus", tmp_path / "cache"
+    write_files(root, 30)
+    built = count_builds(monkeypatch)
+    first = prepared_with(root, cache)
+    if change in FILE_CHANGES:
+        FILE_CHANGES[change](root)
+    again = prepared_with(root, cache, **SETTING_CHANGES.get(change, {}))
+    rebuilt = change not in UNRELATED
+    assert len(built) == 1 + rebuilt and (again.folder != first.folder) == rebuilt
+    if change == "content, same size and mtime":  # and the new shards hold the new text
+        ids = [a.tolist() for split in again.splits for a in again.shards(split).arrays]
+        texts = [again.tokenizer.decode(part) for part in ids]
+        assert any(text_of(3).upper() in text for text in texts)
+
+
+def test_the_loser_of_the_publish_race_uses_the_winners_tokenizer(tmp_path, monkeypatch):
+    """Two processes fit and prepare at once; the other one publishes first, with a tokenizer
+    fitted otherwise (another library version, another sample): its shards are the ones every
+    run reads, so its tokenizer must be the one this process returns."""
+    write_files(tmp_path / "corpus", 30)
+    real_publish = prepare_module.publish
+    winner = BPETokenizer(vocab_size=300).fit(["zeta eta theta " * 40, "\n\n"])
+
+    def publish_after_the_winner(tmp: Path, final: Path, manifest: dict) -> None:
+        theirs = tmp.with_name(f"{final.name}.tmp-otherhost-1")
+        shutil.copytree(tmp, theirs)
+        winner.save(theirs / TOKENIZER)
+        real_publish(theirs, final, manifest)  # the other process wins
+        real_publish(tmp, final, manifest)  # this one finds the folder there and drops its own
+
+    monkeypatch.setattr(prepare_module, "publish", publish_after_the_winner)
+    ours = BPETokenizer(vocab_size=300)
+    prepared = prepare(TextFiles(tmp_path / "corpus"), ours, tmp_path / "cache")
+    published = load_tokenizer(prepared.folder / TOKENIZER).to_json()
+    assert prepared.tokenizer.to_json() == published == winner.to_json() != ours.to_json()
+    assert not list((tmp_path / "cache" / "corpora").glob("*.tmp-*"))  # ours was dropped
 
 
 KILLED_MID_WAY = """
@@ -262,9 +356,42 @@ def test_datamodule_reports_documents_held_out_and_setup_time(tmp_path):
 
 def test_worker_processes_encode_like_the_tokenizer_in_order():
     """Char/byte tokenizers are spread over `num_proc` processes, chunk order kept."""
-    docs = [("train" if i % 3 else "validation", text_of(i)) for i in range(40)]
-    tok = CharTokenizer().fit(t for _, t in docs)
-    got = list(encoded_chunks(chunks(iter(docs), 300), tok, 2, np.dtype(np.uint16)))
+    pieces = [("train" if i % 3 else "validation", text_of(i), i % 2 == 0) for i in range(40)]
+    tok = CharTokenizer().fit(t for _, t, _ in pieces)
+    got = list(encoded_chunks(chunks(iter(pieces), 300), tok, 2, np.dtype(np.uint16)))
     assert len(got) > 2  # several chunks, so a pool was used
-    assert [m for meta, _ in got for m in meta] == [(s, len(t)) for s, t in docs]
-    assert [list(ids) for _, enc in got for ids in enc] == tok.encode_batch([t for _, t in docs])
+    assert [m for meta, _ in got for m in meta] == [(s, len(t), f) for s, t, f in pieces]
+    direct = tok.encode_batch([t for _, t, _ in pieces])
+    assert [list(ids) for _, enc in got for ids in enc] == direct
+
+
+def test_dangling_and_self_referencing_symlinks_are_skipped_and_counted(tmp_path, caplog):
+    write_files(tmp_path / "corpus", 40)
+    (tmp_path / "corpus" / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    (tmp_path / "corpus" / "loop.txt").symlink_to(tmp_path / "corpus" / "loop.txt")
+    (tmp_path / "corpus" / "ok.txt").symlink_to(tmp_path / "corpus" / "doc001.txt")  # read once
+    for source in (TextFiles(tmp_path / "corpus"), TextFiles(tmp_path, train="corpus/*.txt")):
+        stats = prepare(source, CharTokenizer(), None).stats()
+        assert stats["skipped/broken_link"] == 2 and stats["files"] == 40
+        assert stats["train/documents"] + stats.get("validation/documents", 0) == 40
+    assert "gone.txt" in caplog.text and "(broken_link)" in caplog.text
+
+
+def test_a_full_disk_is_one_config_error_and_leaves_nothing(tmp_path, monkeypatch):
+    write_files(tmp_path / "corpus", 40)
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as numpy's tofile raises it
+
+    monkeypatch.setattr(shards.ShardWriter, "_write", no_space)
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError) as err:
+        prepare(TextFiles(tmp_path / "corpus"), CharTokenizer(), cache)
+    assert str(err.value) == (
+        f"LM_LAB_CACHE (paths.cache_dir={cache}): no room left (No space left on device); "
+        "point LM_LAB_CACHE at a writable folder with room for the corpus (or set "
+        "data.cache_dir=null for a temporary one)"
+    )
+    assert list((cache / "corpora").iterdir()) == []  # the half-written folder is gone
+    with pytest.raises(ConfigError, match=r"^data\.cache_dir=null: the temporary folder .*: no "):
+        prepare(TextFiles(tmp_path / "corpus"), CharTokenizer(), None)  # not LM_LAB_CACHE's

@@ -50,11 +50,10 @@ def test_class_label_ids_become_names(tmp_path):
 
     features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
     data = {"text": ["bad", "good", "unknown"], "label": [0, 1, -1]}
-    Dataset.from_dict(data, features=features).to_parquet(tmp_path / "split.parquet")
-    files = {
-        "train": str(tmp_path / "split.parquet"),
-        "validation": str(tmp_path / "split.parquet"),
-    }
+    files = {}
+    for split in ("train", "validation"):  # one file each: no document serves two splits
+        files[split] = str(tmp_path / f"{split}.parquet")
+        Dataset.from_dict(data, features=features).to_parquet(files[split])
     source = HFDataset("parquet", data_files=files, cache_dir=str(tmp_path / "hf"))
     assert source.load()["train"].labels == ["neg", "pos", None]
 
@@ -74,7 +73,6 @@ def test_data_hf_trains_from_the_command_line_config(files, compose):
         f"data.source.data_files={{train: {files['train']}, validation: {files['dev']}}}",
         "data.source.text_column=sentence",
         "data.source.label_column=sentiment",
-        "data.source.splits.validation=train",
         "debug=fast_dev_run",
     )
     result = train(cfg)

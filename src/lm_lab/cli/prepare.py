@@ -1,6 +1,11 @@
 """`python -m lm_lab.cli.prepare <overrides>`: the data setup of `train.py <overrides>` without
 training: the corpus is tokenized into shards under paths.cache_dir once (e.g. on a login node),
-and every rank of the real run only memory-maps them (see docs/corpora.md)."""
+and every rank of the real run only memory-maps them (see docs/corpora.md).
+
+Ctrl-C or SIGTERM (a scheduler's time limit), at any moment of the command, ends it with one
+line on stderr and the exit status 130 / 143 (`lm_lab.data.prepare.interruptible`): the corpus
+being built lives in a private folder that is removed on the way out, so nothing half-written
+is ever published and the next run simply prepares again."""
 
 import argparse
 import os
@@ -12,6 +17,7 @@ from hydra.utils import instantiate
 
 from lm_lab.cli.entry import cli
 from lm_lab.cli.resolvers import register_resolvers
+from lm_lab.data.prepare import interruptible
 from lm_lab.utils.errors import ConfigError
 
 
@@ -32,7 +38,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="the training run's overrides, key=value")
     overrides = parser.parse_args(sys.argv[1:]).overrides
     register_resolvers()
-    cli(lambda: prepare(overrides))
+    with interruptible():
+        cli(lambda: prepare(overrides))
 
 
 if __name__ == "__main__":

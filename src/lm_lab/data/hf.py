@@ -6,10 +6,11 @@ configurable; ClassLabel integers become their names, so labels read the same as
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from lm_lab.data.sources import RecordFiles, Row
-from lm_lab.data.split import Split
+from lm_lab.data.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 
 REQUIRED = ("train", "validation")  # splits a run cannot do without; test falls back to validation
@@ -35,6 +36,7 @@ class HFDataset(RecordFiles):
         self.names = dict(splits or {"train": "train", "validation": "validation", "test": "test"})
 
     def load(self) -> dict[str, Split]:
+        self._check_disjoint()
         data = self._load_dataset()
         splits = {}
         for ours, theirs in self.names.items():
@@ -46,6 +48,25 @@ class HFDataset(RecordFiles):
                     f"it has {', '.join(data)}"
                 )
         return splits
+
+    def _check_disjoint(self) -> None:
+        """No split of the data set, and no file of `data_files`, may serve two of ours."""
+        check_disjoint(
+            {ours: [theirs] for ours, theirs in self.names.items() if theirs is not None},
+            lambda first, second, theirs: (
+                f"data.source.splits.{second}={theirs}: already data.source.splits.{first}; a "
+                f"document may be in one split only, so map {second} to another split (or null)"
+            ),
+        )
+        files = self.data_files if isinstance(self.data_files, dict) else {}
+        listed = {s: [f] if isinstance(f, str) else list(f) for s, f in files.items()}
+        check_disjoint(
+            {s: [str(Path(f).resolve()) for f in fs] for s, fs in listed.items()},
+            lambda first, second, path: (
+                f"data.source.data_files: {path} is listed for both {first} and {second}; a "
+                "document may be in one split only, so list each file under one split"
+            ),
+        )
 
     def _load_dataset(self) -> Any:
         from datasets import load_dataset  # heavy import, only for data=hf

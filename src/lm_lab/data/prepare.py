@@ -1,8 +1,11 @@
 """Preparing a corpus for language modelling: documents streamed from the files, tokenized in
 chunks and written as token shards (see `shards.py`), so memory stays flat whatever the corpus
-size. The prepared corpus is cached under `<cache_dir>/corpora/<key>`, the key a hash of the
-files (names, sizes, mtimes, splits), the source's settings and the tokenizer (its settings when
-unfitted: the fitted one is stored with the shards), so a later run only memory-maps it.
+size, and whatever the file layout: documents arrive as pieces of at most
+`documents.PIECE_CHARS` characters, so one huge `train.txt` costs what many small files do. The
+prepared corpus is cached under `<cache_dir>/corpora/<key>`, the key a hash of the files (names,
+splits, sizes and contents), the source's settings, `shard_tokens` and the tokenizer (its
+settings when unfitted: the fitted one is stored with the shards, and every process uses the
+published one), so a later run only memory-maps it.
 
 BPE (or char) training reads an iterator of training documents capped by the tokenizer's
 `train_max_chars`, from files picked evenly across the corpus, never the whole corpus at once.
@@ -15,6 +18,7 @@ ranks wait for the manifest.
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import itertools
 import json
@@ -22,19 +26,22 @@ import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from lm_lab.data.documents import SPLITS, CorpusFile, Unreadable
+from lm_lab.data.documents import SPLITS, CorpusFile, Piece, Unreadable, as_pieces, cut
 from lm_lab.data.shards import (
     SEPARATOR,
     TOKENIZER,
@@ -54,10 +61,11 @@ from lm_lab.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-CHUNK_CHARS = 2_000_000  # characters of documents tokenized per batch: bounds the memory
+CHUNK_CHARS = 2_000_000  # characters of document pieces tokenized per batch: bounds the memory
 SHARD_TOKENS = 2**28  # a shard closes at the first document boundary past this many tokens
 WAIT_S = 6 * 3600  # how long a rank waits for another one's preparation
-Doc = tuple[str, str]  # (split, text)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # a full disk, an exhausted quota
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -104,9 +112,12 @@ class MemoryCorpus:
 
     def files(self) -> list[CorpusFile]:
         return [
-            CorpusFile(Path(split.origin or name), name, name, sum(map(len, split.texts)), 0)
+            CorpusFile(Path(split.origin or name), name, name, sum(map(len, split.texts)))
             for name, split in self.splits.items()
         ]
+
+    def file_digest(self, file: CorpusFile) -> str:
+        return ""  # the fingerprint hashes every text already
 
     def fingerprint(self) -> dict[str, Any]:
         digest = hashlib.sha256()
@@ -116,12 +127,17 @@ class MemoryCorpus:
                 digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
         return {"source": self.name, "texts": digest.hexdigest()}
 
-    def documents(self, file: CorpusFile, skipped: dict[str, int]) -> Iterator[Doc]:
-        return ((file.split, text) for text in self.splits[file.split].texts)
+    def pieces(self, file: CorpusFile, skipped: dict[str, int]) -> Iterator[Piece]:
+        for text in self.splits[file.split].texts:
+            yield from as_pieces(file.split, cut(text))
 
 
-def corpus_key(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) -> str:
-    """Changes with anything that changes the shards; equal on every rank and machine."""
+def corpus_key(
+    corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer, shard_tokens: int
+) -> str:
+    """Changes with anything that changes the shards (a file's content too, whatever its size
+    and mtime say); equal on every rank and machine. Hashing the files costs one read of the
+    corpus per run (see docs/corpora.md for the figure)."""
     if tokenizer.is_fitted:
         identity = tokenizer.to_json()
     else:  # its settings; the fitted tokenizer is stored with the shards
@@ -129,9 +145,9 @@ def corpus_key(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) -> st
         identity = json.dumps([type(tokenizer).__name__, settings], sort_keys=True, default=str)
     state = {
         "corpus": corpus.fingerprint(),
-        "files": [(f.name, f.split, f.size, f.mtime_ns) for f in files],
+        "files": [(f.name, f.split, f.size, corpus.file_digest(f)) for f in files],
         "tokenizer": identity,
-        "shard_tokens": SHARD_TOKENS,
+        "shard_tokens": shard_tokens,
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -146,27 +162,112 @@ def prepare(
 ) -> PreparedCorpus:
     """The prepared corpus, from the cache when it is there. Local rank 0 (or anyone, without
     DDP) prepares what is missing; other ranks wait for its manifest. cache_dir None prepares
-    into a temporary folder that lives as long as the returned object."""
+    into a temporary folder that lives as long as the returned object. An unfitted tokenizer
+    is fitted by whoever prepares, and the returned one is always the tokenizer published with
+    the shards: when two processes race, the loser's own fit (kept out of the cache) is not
+    the one its shards were written with."""
     files = corpus.files()
     keep_alive = None
     if cache_dir is None:
         keep_alive = tempfile.TemporaryDirectory(prefix="lm_lab_corpus_")
         cache_dir = keep_alive.name
-    final = Path(cache_dir).expanduser() / "corpora" / corpus_key(corpus, files, tokenizer)
+    cache = Path(cache_dir).expanduser()
+    if cache.exists() and not cache.is_dir():
+        raise ConfigError(cache_problem(cache, "a file, not a folder"))
+    was_fitted = tokenizer.is_fitted
+    final = cache / "corpora" / corpus_key(corpus, files, tokenizer, shard_tokens)
     manifest = read_manifest(final)
     if manifest is None:
         rank = local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", 0))
         if rank == 0 or keep_alive is not None:
-            build(corpus, files, tokenizer, final, num_proc, shard_tokens)
+            with writing_cache(cache, temporary=keep_alive is not None), interruptible():
+                build(corpus, files, tokenizer, final, num_proc, shard_tokens)
         else:
             wait_for(final)
         manifest = read_manifest(final)
     else:
         log.info(f"prepared corpus found: {final}")
-    fitted = tokenizer if tokenizer.is_fitted else load_tokenizer(final / TOKENIZER)
-    if fitted is not tokenizer:  # a later run given this fitted tokenizer (eval.py) finds it too
-        link(final, final.parent / corpus_key(corpus, files, fitted))
+    if was_fitted:
+        return PreparedCorpus(final, manifest, tokenizer, keep_alive)
+    fitted = load_tokenizer(final / TOKENIZER)
+    # a later run given this fitted tokenizer (eval.py) finds the corpus too
+    link(final, final.parent / corpus_key(corpus, files, fitted, shard_tokens))
     return PreparedCorpus(final, manifest, fitted, keep_alive)
+
+
+def cache_problem(cache: Path, what: str, temporary: bool = False) -> str:
+    if temporary:  # data.cache_dir=null: a folder of tempfile's
+        return (
+            f"data.cache_dir=null: the temporary folder {cache}: {what}; set TMPDIR to a "
+            "writable folder with room for the corpus, or data.cache_dir to one"
+        )
+    return (
+        f"LM_LAB_CACHE (paths.cache_dir={cache}): {what}; point LM_LAB_CACHE at a writable "
+        "folder with room for the corpus (or set data.cache_dir=null for a temporary one)"
+    )
+
+
+@contextlib.contextmanager
+def writing_cache(cache: Path, temporary: bool) -> Iterator[None]:
+    """Turns a failed write into the cache (read-only, full, not a folder) into one line; any
+    other OSError (a bug, or the corpus itself) is raised as it is."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in FULL_DISK:  # numpy's tofile names no file
+            where = f" writing {err.filename}" if err.filename else ""
+            what = f"no room left{where} ({err.strerror})"
+        elif err.filename and Path(err.filename).is_relative_to(cache):
+            what = f"cannot write {err.filename} ({err.strerror})"
+        else:
+            raise
+        raise ConfigError(cache_problem(cache, what, temporary)) from err
+
+
+class Interrupted(SystemExit):
+    """SIGINT or SIGTERM stopped the preparation: a SystemExit with status 128 + the signal's
+    number (130, 143), so every entry point (prepare, train.py, eval.py) ends without a
+    traceback, and every cleanup on the way (the private folder's removal) runs first."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise `Interrupted` (SIGTERM would end the
+    process at once, leaving a half-written folder and no word; Lightning's handler would only
+    note it for the first training batch), and the way out is one line on stderr. Nested
+    blocks and other threads leave it to the outermost block of the main thread."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is _stop
+    ):
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+    try:
+        yield
+    except Interrupted as stop:
+        print(
+            f"interrupted by {signal.Signals(stop.signum).name} while preparing the corpus: "
+            "nothing half-prepared is kept or published; run the same command again to "
+            "prepare it",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def wait_for(final: Path) -> None:
@@ -228,9 +329,9 @@ def fit_tokenizer(corpus: Any, files: list[CorpusFile], tokenizer: Tokenizer) ->
 
 
 def training_sample(corpus: Any, files: list[CorpusFile], max_chars: int | None) -> Iterator[str]:
-    """Training documents for fitting a tokenizer, at most max_chars of them: from files picked
-    evenly across the corpus (by count, sized so their bytes about match the cap), in order,
-    the last one cut at the cap. None reads every training document."""
+    """Training text for fitting a tokenizer, at most max_chars of it, as document pieces: from
+    files picked evenly across the corpus (by count, sized so their bytes about match the cap),
+    in order, the last piece cut at the cap. None reads every training document."""
     candidates = [f for f in files if f.split in ("train", None)]
     total = sum(f.size for f in candidates)
     if max_chars is not None and total > max_chars:
@@ -239,7 +340,7 @@ def training_sample(corpus: Any, files: list[CorpusFile], max_chars: int | None)
     budget = math.inf if max_chars is None else max_chars
     for file in candidates:
         try:
-            for split, text in corpus.documents(file, {}):
+            for split, text, _ in corpus.pieces(file, {}):
                 if split == "train":
                     yield text[: int(min(budget, len(text)))]
                     budget -= len(text)
@@ -257,22 +358,23 @@ def write_shards(
     num_proc: int | None,
     shard_tokens: int,
 ) -> dict[str, Any]:
-    """One pass: documents read, tokenized a chunk at a time, appended to their split's shards."""
+    """One pass: document pieces read, tokenized a chunk at a time, appended to their split's
+    shards."""
     dtype = dtype_for(tokenizer.vocab_size)
     separator = tokenizer.encode(SEPARATOR)
     writers = {s: ShardWriter(folder, s, dtype, separator, shard_tokens) for s in SPLITS}
-    skipped: Counter[str] = Counter()
+    skipped: Counter[str] = Counter(getattr(corpus, "skipped_files", {}))  # e.g. broken links
     total = sum(f.size for f in files)
     tokens = 0
     with tqdm(
         total=total, unit="B", unit_scale=True, desc="preparing", mininterval=1.0, disable=None
     ) as bar:
-        docs = read_documents(corpus, files, skipped, bar)
-        for meta, encoded in encoded_chunks(chunks(docs), tokenizer, num_proc, dtype):
-            for split in set(s for s, _ in meta):
-                mine = [i for i, (s, _) in enumerate(meta) if s == split]
+        pieces = read_pieces(corpus, files, skipped, bar)
+        for meta, encoded in encoded_chunks(chunks(pieces), tokenizer, num_proc, dtype):
+            for split in set(s for s, _, _ in meta):
+                mine = [i for i, (s, _, _) in enumerate(meta) if s == split]
                 chars = sum(meta[i][1] for i in mine)
-                tokens += writers[split].add([encoded[i] for i in mine], chars)
+                tokens += writers[split].add([(encoded[i], meta[i][2]) for i in mine], chars)
             bar.set_postfix_str(f"{tokens / max(bar.format_dict['elapsed'], 1e-9):.0f} tokens/s")
     splits = {
         s: w.summary() | unknown(folder, w, tokenizer) for s, w in writers.items() if w.documents
@@ -296,26 +398,33 @@ def unknown(folder: Path, writer: ShardWriter, tokenizer: Tokenizer) -> dict[str
     return {"unknown_chars": sum(int(np.count_nonzero(a == tokenizer.unk_id)) for a in arrays)}
 
 
-def read_documents(
+def read_pieces(
     corpus: Any, files: list[CorpusFile], skipped: Counter[str], bar: tqdm
-) -> Iterator[Doc]:
-    """Every document of every file; a file that cannot be read is skipped and counted."""
+) -> Iterator[Piece]:
+    """Every piece of every file; a file that cannot be read is skipped and counted. The bar
+    moves a piece at a time (by characters, then the file's remaining bytes), so one big file
+    shows its progress too."""
     for file in files:
+        shown = 0
         try:
-            yield from corpus.documents(file, skipped)
+            for piece in corpus.pieces(file, skipped):
+                yield piece
+                step = min(len(piece[1]), file.size - shown)
+                bar.update(step)
+                shown += step
         except Unreadable as err:
             skipped[err.reason] += 1
             if skipped[err.reason] <= 3:
                 log.warning(f"skipped {err} ({err.reason})")
-        bar.update(file.size)
+        bar.update(file.size - shown)
 
 
-def chunks(docs: Iterator[Doc], chunk_chars: int = CHUNK_CHARS) -> Iterator[list[Doc]]:
-    chunk: list[Doc] = []
+def chunks(pieces: Iterator[Piece], chunk_chars: int = CHUNK_CHARS) -> Iterator[list[Piece]]:
+    chunk: list[Piece] = []
     size = 0
-    for doc in docs:
-        chunk.append(doc)
-        size += len(doc[1])
+    for piece in pieces:
+        chunk.append(piece)
+        size += len(piece[1])
         if size >= chunk_chars:
             yield chunk
             chunk, size = [], 0
@@ -324,31 +433,36 @@ def chunks(docs: Iterator[Doc], chunk_chars: int = CHUNK_CHARS) -> Iterator[list
 
 
 def encoded_chunks(
-    chunks: Iterator[list[Doc]], tokenizer: Tokenizer, num_proc: int | None, dtype: np.dtype
-) -> Iterator[tuple[list[tuple[str, int]], list[Any]]]:
-    """((split, chars) per document, ids per document) per chunk, in order. BPE encodes a batch
-    on all cores by itself; other tokenizers get `num_proc` worker processes (None = all cores),
-    with a bounded number of chunks in flight so memory stays flat."""
+    chunks: Iterator[list[Piece]], tokenizer: Tokenizer, num_proc: int | None, dtype: np.dtype
+) -> Iterator[tuple[list[tuple[str, int, bool]], list[Any]]]:
+    """((split, chars, starts a document) per piece, ids per piece) per chunk, in order. BPE
+    encodes a batch on all cores by itself; other tokenizers get `num_proc` worker processes
+    (None = all cores), with a bounded number of chunks in flight so memory stays flat."""
     native = type(tokenizer).encode_batch is not Tokenizer.encode_batch
     workers = num_proc or os.cpu_count() or 1
     head = list(itertools.islice(chunks, 2))  # a single chunk is not worth starting a pool
     chunks = itertools.chain(head, chunks)
     if native or workers <= 1 or len(head) < 2:
         for chunk in chunks:
-            yield [(s, len(t)) for s, t in chunk], tokenizer.encode_batch([t for _, t in chunk])
+            yield meta_of(chunk), tokenizer.encode_batch([t for _, t, _ in chunk])
         return
-    with ProcessPoolExecutor(
-        workers, initializer=_init_worker, initargs=(tokenizer.to_json(),)
-    ) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer.to_json(),))
+    try:
         pending: deque = deque()
         for chunk in chunks:
-            texts = [t for _, t in chunk]
-            pending.append(([(s, len(t)) for s, t in chunk], pool.submit(_encode, texts, dtype)))
+            texts = [t for _, t, _ in chunk]
+            pending.append((meta_of(chunk), pool.submit(_encode, texts, dtype)))
             if len(pending) > 2 * workers:
                 meta, future = pending.popleft()
                 yield meta, future.result()
         for meta, future in pending:
             yield meta, future.result()
+    finally:  # an interrupted preparation does not wait for the chunks still queued
+        pool.shutdown(cancel_futures=True)
+
+
+def meta_of(chunk: list[Piece]) -> list[tuple[str, int, bool]]:
+    return [(split, len(text), first) for split, text, first in chunk]
 
 
 _worker_tokenizer: Tokenizer | None = None
@@ -356,9 +470,13 @@ PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 def _init_worker(tokenizer_json: str) -> None:
-    """Also asks Linux to end the worker with its parent, so a killed preparation leaves none."""
+    """Also asks Linux to end the worker with its parent, so a killed preparation leaves none.
+    Ctrl-C (sent to the whole process group) is the parent's to handle, not the workers', and
+    SIGTERM ends a worker at once, whatever handler the parent had when it forked it."""
     global _worker_tokenizer
     _worker_tokenizer = from_json(tokenizer_json)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

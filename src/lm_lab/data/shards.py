@@ -8,7 +8,8 @@ reader sees a whole corpus or none, and a preparation killed mid-way leaves only
 folder that no reader uses (the next preparation on that host deletes it).
 
 Each split's shards, laid end to end, are the split's documents tokenized one by one and joined
-by the ids of `SEPARATOR`, exactly `language_modeling.token_stream`. A shard ends at a document
+by the ids of `SEPARATOR`, exactly `language_modeling.token_stream` (a long document arrives in
+pieces, tokenized apart and laid end to end without a separator). A shard ends at a document
 boundary once it holds `shard_tokens`; training windows never cross shard boundaries (see
 `language_modeling.WindowBatches`).
 """
@@ -42,7 +43,8 @@ def dtype_for(vocab_size: int) -> np.dtype:
 
 
 class ShardWriter:
-    """Appends the documents of one split, separator between them, to shard files."""
+    """Appends the documents of one split, piece by piece, separator between documents, to
+    shard files."""
 
     def __init__(
         self, folder: Path, split: str, dtype: np.dtype, separator: Sequence[int], shard_tokens: int
@@ -55,23 +57,23 @@ class ShardWriter:
         self._file: Any = None
         self._tokens = 0  # in the open shard
 
-    def add(self, docs: Sequence[Sequence[int]], chars: int) -> int:
-        """Appends the documents (their ids, in order); returns the tokens written. A shard
-        closes at the first document boundary past `shard_tokens`."""
+    def add(self, pieces: Sequence[tuple[Sequence[int], bool]], chars: int) -> int:
+        """Appends the pieces ((ids, whether it starts a document), in order); returns the
+        tokens written. A shard closes at the first document boundary past `shard_tokens`."""
         parts: list[np.ndarray] = []
         pending = written = separators = 0
-        for ids in docs:
-            if self.documents:
+        for ids, first in pieces:
+            if first and self._tokens + pending >= self.shard_tokens:
+                written += self._write(parts, pending)
+                self.close()
+                parts, pending = [], 0
+            if first and self.documents:
                 parts.append(self.separator)
                 pending += len(self.separator)
                 separators += 1
             parts.append(np.asarray(ids, dtype=self.dtype))
             pending += len(parts[-1])
-            self.documents += 1
-            if self._tokens + pending >= self.shard_tokens:
-                written += self._write(parts, pending)
-                self.close()
-                parts, pending = [], 0
+            self.documents += first
         written += self._write(parts, pending)
         self.chars += chars + len(SEPARATOR) * separators
         return written
@@ -193,11 +195,12 @@ def publish(tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
 
 
 def link(final: Path, alias: Path) -> None:
-    """`alias` -> `final` (a relative symlink, made atomically), unless alias already exists."""
+    """`alias` -> `final` (a relative symlink, made atomically), unless alias already exists.
+    Only a shortcut: a cache it cannot write (read-only, shared) goes without it."""
     if alias.exists() or alias.is_symlink():
         return
     tmp = alias.with_name(f"{alias.name}.link-{os.getpid()}")
-    with contextlib.suppress(FileExistsError):
+    with contextlib.suppress(OSError):
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(final.name)
         tmp.replace(alias)

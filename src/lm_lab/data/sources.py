@@ -14,7 +14,7 @@ from typing import Any
 
 from lm_lab.data.documents import TextFiles
 from lm_lab.data.pydoc_corpus import PydocCorpus
-from lm_lab.data.split import Split
+from lm_lab.data.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
@@ -25,7 +25,8 @@ Row = tuple[str, dict[str, Any]]  # (location for messages, e.g. "file.jsonl:12"
 
 
 def split_files(root: str | Path, names: dict[str, str | None]) -> dict[str, Path]:
-    """Paths of the splits named in `names`; train and validation must exist, test may not."""
+    """Paths of the splits named in `names`; train and validation must exist, test may not;
+    no file may serve two splits."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"data.root={root}: no such folder; set data.root to the data folder")
@@ -41,6 +42,13 @@ def split_files(root: str | Path, names: dict[str, str | None]) -> dict[str, Pat
                 f"data.root={root}: {path} not found; put the {split} file there "
                 f"or set data.source.{split} to its name"
             )
+    check_disjoint(
+        {split: [path.resolve()] for split, path in paths.items()},
+        lambda first, second, path: (
+            f"data.source.{second}={names[second]}: {path} is already the {first} split's file; "
+            f"a document may be in one split only, so give the {second} split its own file"
+        ),
+    )
     return paths
 
 

@@ -1,6 +1,9 @@
 """The unit every source returns: the raw texts of one split and their labels."""
 
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from lm_lab.utils.errors import ConfigError
 
 
 @dataclass
@@ -27,3 +30,17 @@ class Split:
     @property
     def has_labels(self) -> bool:
         return self.labels is not None and any(label is not None for label in self.labels)
+
+
+def check_disjoint(
+    members: Mapping[str, Iterable[Hashable]], message: Callable[[str, str, Hashable], str]
+) -> None:
+    """Every source calls this where it assembles its splits, so that no document (a file, a
+    data-set split) is in two of them: the first item found in two splits raises
+    ConfigError(message(the split seen first, the other split, item))."""
+    seen: dict[Hashable, str] = {}
+    for split, items in members.items():
+        for item in items:
+            first = seen.setdefault(item, split)
+            if first != split:
+                raise ConfigError(message(first, split, item))
