@@ -4,6 +4,7 @@ tokenizer. Streams a single sample to the terminal; writes every sample to sampl
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from omegaconf import DictConfig
 
 from lm_lab.build import load_module
 from lm_lab.cli.config import apply_extras
+from lm_lab.data.chat import Message, render
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.tasks.language_model import LanguageModel
-from lm_lab.tasks.sampling import check_sampling, generate_completions, is_count
+from lm_lab.tasks.sampling import Cache, check_sampling, generate_completions, is_count
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
@@ -86,8 +88,16 @@ def utf8(data: bytes, key: str, convert: str) -> str:
         ) from None
 
 
+TEMPERATURE, CHAT_TEMPERATURE = 0.8, 0.0  # what temperature=null means
+
+
 def check_settings(cfg: DictConfig) -> None:
-    """Every value generate.py reads, before the checkpoint is loaded (seconds on a big one)."""
+    """Every value generate.py reads, before the checkpoint is loaded (seconds on a big one).
+    `temperature=null` is greedy for a chat, as transformers' `generate` is for a model whose
+    generation_config.json does not say do_sample: a small chat model sampled at 0.8 rambles
+    (SmolLM2-135M on the capital of France: "L'Étoile - la Chat - l'Arc de Triomphe...")."""
+    if cfg.temperature is None:
+        cfg.temperature = CHAT_TEMPERATURE if cfg.chat or cfg.interactive else TEMPERATURE
     check_sampling(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
     if not is_count(cfg.seed):
         raise ConfigError(f"seed={cfg.seed}: must be an integer")
@@ -145,36 +155,87 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Generates for every prompt; returns and writes {"samples", "tokens_per_s", ...}."""
-    apply_extras(cfg)
-    check_settings(cfg)
-    device, dtype = pick_device(cfg.device), weight_dtype(cfg.get("dtype"))
-    prompts = read_prompts(cfg)
+def load_lm(cfg: DictConfig, device: torch.device, dtype: torch.dtype | None) -> LanguageModel:
+    """The checkpoint's language model on `device`, its weights in `dtype` (None: as saved)."""
     module, _ = load_module(cfg.ckpt_path, dtype=dtype)
     if not isinstance(module, LanguageModel):
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path}: a {module.task_name} checkpoint cannot generate text; "
             "use one trained with task=generate"
         )
-    module.to(device)
+    return module.to(device)
+
+
+def chat_template(cfg: DictConfig, tokenizer: Tokenizer) -> str:
+    """The model's chat template; a model without one was never taught a conversation."""
+    if tokenizer.chat_template is None:
+        key = "interactive=true" if cfg.interactive else "chat=true"
+        raise ConfigError(
+            f"{key}: ckpt_path={cfg.ckpt_path} has no chat template (chat_template in "
+            "tokenizer_config.json, or chat_template.jinja); drop it to continue the prompt "
+            "as plain text"
+        )
+    return tokenizer.chat_template
+
+
+def opening(cfg: DictConfig) -> list[Message]:
+    """The conversation before the first user message: the `system` message, if given."""
+    return [] if cfg.system is None else [{"role": "system", "content": unescape(str(cfg.system))}]
+
+
+def sampling_options(cfg: DictConfig) -> dict[str, Any]:
+    """The keyword arguments of `generate_completions` that come straight from the config."""
+    return {
+        "stop": unescape(str(cfg.stop)) if cfg.stop else None,
+        "temperature": cfg.temperature,
+        "top_k": cfg.top_k,
+        "top_p": cfg.top_p,
+        "seed": cfg.seed,
+        "use_cache": cfg.use_cache,
+    }
+
+
+def write_samples(cfg: DictConfig, samples: list[dict[str, Any]]) -> Path:
+    """`<run dir>/samples.jsonl`, one JSON object a line; returns the run dir."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "samples.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(sample, ensure_ascii=False) + "\n" for sample in samples)
+    return out_dir
+
+
+def show(text: str) -> None:
+    print(text, end="", flush=True)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Generates for every prompt (or each line of a conversation, `interactive=true`); returns
+    and writes {"samples", "tokens_per_s", ...}."""
+    apply_extras(cfg)
+    check_settings(cfg)
+    device, dtype = pick_device(cfg.device), weight_dtype(cfg.get("dtype"))
+    prompts = [] if cfg.interactive else read_prompts(cfg)
+    module = load_lm(cfg, device, dtype)
+    if cfg.interactive:
+        return converse(cfg, module)
+    inputs = prompts
+    if cfg.chat:  # each prompt is one user message, rendered as the model was trained to read it
+        template, opened = chat_template(cfg, module.tokenizer), opening(cfg)
+        turn = [{"role": "user", "content": p} for p in prompts]
+        inputs = [render(template, [*opened, m], module.tokenizer.special_tokens) for m in turn]
     unknown = unknown_chars(module.tokenizer, prompts)
     stream = cfg.stream and len(prompts) == 1
-    if stream:
-        print(prompts[0], end="", flush=True)
+    if stream and not cfg.chat:
+        show(prompts[0])
     started = time.perf_counter()
     completions = generate_completions(
         module,
         module.tokenizer,
-        prompts,
+        inputs,
         cfg.max_new_tokens,
-        stop=unescape(str(cfg.stop)) if cfg.stop else None,
-        on_text=(lambda _, text: print(text, end="", flush=True)) if stream else None,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        seed=cfg.seed,
-        use_cache=cfg.use_cache,
+        on_text=(lambda _, text: show(text)) if stream else None,
+        add_bos=not cfg.chat,
+        **sampling_options(cfg),
     )
     seconds = time.perf_counter() - started
     samples = [
@@ -185,16 +246,56 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print()
     else:
         for i, sample in enumerate(samples):
-            print(f"--- sample {i}\n{sample['prompt']}{sample['completion']}")
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "samples.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(sample, ensure_ascii=False) + "\n" for sample in samples)
-    n_tokens = sum(c.n_tokens for c in completions)  # generated ids, not the text re-encoded
+            shown = "" if cfg.chat else sample["prompt"]  # a chat prints the reply alone
+            print(f"--- sample {i}\n{shown}{sample['completion']}")
+    return summary(cfg, samples, seconds)
+
+
+def summary(cfg: DictConfig, samples: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Writes samples.jsonl, prints the count and returns what `run` returns."""
+    out_dir = write_samples(cfg, samples)
+    n_tokens = sum(s["new_tokens"] for s in samples)  # generated ids, not the text re-encoded
     print(f"{n_tokens} tokens in {seconds:.2f} s; samples in {out_dir}/samples.jsonl")
     return {
         "samples": samples,
         "new_tokens": n_tokens,
-        "tokens_per_s": n_tokens / seconds,
+        "tokens_per_s": n_tokens / seconds if seconds else 0.0,
         "run_dir": str(out_dir),
     }
+
+
+def user_lines() -> Iterator[str]:
+    """The user's messages, one a line of stdin, until end of input or `/bye` (ollama's word);
+    blank lines are skipped. A terminal gets a `> ` prompt."""
+    tty = sys.stdin.isatty()
+    while True:
+        try:
+            line = input("> " if tty else "")
+        except EOFError:
+            return
+        if line.strip() == "/bye":
+            return
+        if line.strip():
+            yield line
+
+
+def converse(cfg: DictConfig, module: LanguageModel) -> dict[str, Any]:
+    """A conversation on the terminal: each line is a user message, each reply streams back.
+    The cache keeps the model's state across turns, so a turn reads only the ids it adds
+    (the rendered reply and the next message), not the whole conversation again."""
+    tokenizer = module.tokenizer
+    template, messages = chat_template(cfg, tokenizer), opening(cfg)
+    cache, samples, seconds = Cache(), [], 0.0
+    for line in user_lines():
+        messages.append({"role": "user", "content": line})
+        text = render(template, messages, tokenizer.special_tokens)
+        started = time.perf_counter()
+        [reply] = generate_completions(
+            module, tokenizer, [text], cfg.max_new_tokens, on_text=lambda _, t: show(t),
+            add_bos=False, cache=cache, **sampling_options(cfg),
+        )  # fmt: skip
+        seconds += time.perf_counter() - started
+        print()
+        messages.append({"role": "assistant", "content": reply.text})
+        samples.append({"prompt": line, "completion": reply.text, "new_tokens": reply.n_tokens})
+    return summary(cfg, samples, seconds)

@@ -47,7 +47,7 @@ def test_greedy_generation_with_cache_equals_transformers(hf_dirs, family):
     ours, theirs = both(hf_dirs[family])
     prompt = ours.tokenizer.bos_ids + ours.tokenizer.encode("the movie was")
     pad = ours.tokenizer.pad_id
-    got = generate_ids(ours, [prompt], 20, temperature=0, eos_id=ours.tokenizer.eos_id)[0]
+    got = generate_ids(ours, [prompt], 20, temperature=0, eos_ids=ours.tokenizer.eos_ids)[0]
     out = theirs.generate(
         torch.tensor([prompt]),
         do_sample=False,
@@ -79,7 +79,7 @@ def test_a_left_padded_batch_equals_transformers_left_padded_batch(hf_dirs, fami
     got, _ = ours.step(ids, None, 0, n_pad)  # (B, T, V)
     real = mask.bool()
     torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=1e-4)
-    new = generate_ids(ours, prompts, 12, temperature=0, eos_id=tok.eos_id)
+    new = generate_ids(ours, prompts, 12, temperature=0, eos_ids=tok.eos_ids)
     out = theirs.generate(
         ids,
         attention_mask=mask,

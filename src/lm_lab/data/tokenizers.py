@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 from torch import Tensor
 
+from lm_lab.data import chat
 from lm_lab.utils.errors import ConfigError
 
 SETTINGS_FILE = "lm_lab_tokenizer.json"  # lm_lab's settings beside a Hugging Face tokenizer.json
@@ -30,6 +31,8 @@ class Tokenizer:
     kind: str = ""
     pad_id: int = 0
     eos_id: int | None = None  # ends generation; lm_lab's own tokenizers have none
+    chat_template: str | None = None  # a pretrained model's Jinja chat template (lm_lab.data.chat)
+    special_tokens: dict[str, str] = {}  # bos_token, eos_token, ...: the names templates read
     bos_ids: list[int] = []  # put before a whole text (a pretrained model's BOS), else nothing
     unk_id: int | None = None  # the id unseen characters map to; None: every text is encodable
     train_max_chars: int | None = None  # fitting reads at most this much of a corpus; None = all
@@ -37,6 +40,11 @@ class Tokenizer:
     @property
     def is_fitted(self) -> bool:
         return True
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """Every id that ends generation, `eos_id` first; [] without EOS."""
+        return [] if self.eos_id is None else [self.eos_id]
 
     @property
     def vocab_size(self) -> int:
@@ -173,6 +181,11 @@ class IdTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._vocab_size
 
+    @property
+    def eos_ids(self) -> list[int]:
+        """The folder's declared EOS ids (config.json, generation_config.json), eos_id first."""
+        return super().eos_ids if self._eos_ids is None else self._eos_ids
+
     def encode(self, text: str) -> list[int]:
         return [int(token) for token in text.split()]
 
@@ -271,10 +284,18 @@ class PretrainedTokenizer(Tokenizer):
         self._vocab_size = state["vocab_size"]
         self.pad_id, self.eos_id = state["pad_id"], state["eos_id"]
         self.bos_ids = [state["bos_id"]] if state["add_bos"] else []
+        self._eos_ids = state.get("eos_ids")  # absent in checkpoints written before it
+        self.chat_template = state.get("chat_template")
+        self.special_tokens = state.get("special_tokens", {})
 
     @property
     def vocab_size(self) -> int:
         return self._vocab_size
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """The folder's declared EOS ids (config.json, generation_config.json), eos_id first."""
+        return super().eos_ids if self._eos_ids is None else self._eos_ids
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
@@ -331,6 +352,7 @@ def _pretrained_state(folder: Path) -> dict[str, Any]:
         return given if given is not None else (tok.token_to_id(token) if token else None)
 
     eos, unk = token_id("eos"), token_id("unk")
+    names = {k: v for k, v in cfg.items() if k.endswith("_token") and isinstance(v, str)}
     spare = n_tokens if n_tokens < vocab else None
     pad = next(i for i in (token_id("pad"), spare, unk, eos, 0) if i is not None)
     return {
@@ -340,6 +362,10 @@ def _pretrained_state(folder: Path) -> dict[str, Any]:
         "eos_id": eos,
         "bos_id": token_id("bos"),
         "add_bos": _adds_bos(tok, cfg.get("add_bos_token"), token_id("bos")),
+        "eos_ids": chat.read_eos_ids(folder, eos),
+        "chat_template": chat.read_template(folder),
+        "special_tokens": names,  # bos_token, eos_token, ...: a chat template reads them
+        "settings": chat.tokenizer_settings(folder),  # written back by an export
     }
 
 

@@ -8,8 +8,8 @@ reference that cached generation must equal.
 """
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -98,6 +98,27 @@ def next_token(
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
+@dataclass
+class Cache:
+    """One conversation's model state across turns (a single row): the ids the model has read
+    and the state after them, so that a turn feeds only the ids it adds to the conversation,
+    as llama.cpp's and ollama's prompt caches do."""
+
+    ids: list[int] = field(default_factory=list)
+    state: list | None = None
+
+    def feed(self, model: LanguageModel, ids: list[int]) -> Tensor:
+        """Logits (1, t, V) for the ids after the cached ones, when those start `ids`; else
+        for all of `ids` anew (a reply re-encoded from its text may tokenize differently)."""
+        n = len(self.ids)
+        keep = n if 0 < n < len(ids) and ids[:n] == self.ids else 0
+        device = model.backbone.embed.weight.device
+        new = torch.tensor([ids[keep:]], dtype=torch.long, device=device)  # (1, t)
+        logits, self.state = model.step(new, self.state if keep else None, keep, None)
+        self.ids = list(ids)
+        return logits
+
+
 @torch.inference_mode()
 def generate_ids(
     model: LanguageModel,
@@ -109,29 +130,38 @@ def generate_ids(
     seed: int = 0,
     use_cache: bool = True,
     on_tokens: Callable[[Tensor], bool] | None = None,
-    eos_id: int | None = None,
+    eos_ids: Sequence[int] = (),
+    cache: Cache | None = None,
 ) -> Tensor:
     """New token ids (B, n <= max_new_tokens) for a batch of prompts, the model in eval mode.
 
     `on_tokens(tokens (B,))` sees each step's tokens as they come; returning True stops early.
-    Generation also stops once every row has produced `eos_id` (a pretrained model's EOS).
+    Generation also stops once every row has produced one of `eos_ids` (a pretrained model's
+    end-of-sequence ids). `cache` (one prompt) carries the state from the previous call of a
+    conversation and keeps it for the next one.
     """
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     device = model.backbone.embed.weight.device
     pad_id = model.backbone.embed.padding_idx or 0
     ids, n_pad = left_pad(prompts, pad_id)
-    pad = torch.tensor([pad_id] if pad_id != eos_id else [], dtype=torch.long, device=device)
+    pad = torch.tensor([pad_id] if pad_id not in eos_ids else [], dtype=torch.long, device=device)
+    eos = torch.tensor(list(eos_ids), dtype=torch.long, device=device)
     ids, n_pad = ids.to(device), None if n_pad is None else n_pad.to(device)
     check_length(model, ids.shape[1], max_new_tokens)
     generator = torch.Generator(device=device).manual_seed(seed)
-    logits, state = model.step(ids, None, 0, n_pad)  # (B, T, V)
+    if cache is not None:
+        if len(prompts) != 1:
+            raise ValueError("generate_ids: a cache holds one conversation; give one prompt")
+        logits, state = cache.feed(model, prompts[0]), cache.state  # (1, t, V)
+    else:
+        logits, state = model.step(ids, None, 0, n_pad)  # (B, T, V)
     new: list[Tensor] = []
     ended = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # (B,) rows past EOS
     for offset in range(ids.shape[1], ids.shape[1] + max_new_tokens):
         logits = logits[:, -1].index_fill(-1, pad, -torch.inf)  # (B, V)
         token = next_token(logits, temperature, top_k, top_p, generator)  # (B,), never pad
         new.append(token)
-        ended |= token == (-1 if eos_id is None else eos_id)
+        ended |= torch.isin(token, eos)
         stop = on_tokens is not None and on_tokens(token)
         if stop or bool(ended.all()) or len(new) == max_new_tokens:
             break
@@ -140,6 +170,8 @@ def generate_ids(
         else:
             ids = torch.cat([ids, token[:, None]], 1)  # (B, offset + 1)
             logits, _ = model.step(ids, None, 0, n_pad)  # the whole sequence again
+    if cache is not None and use_cache:  # the last token was never fed back
+        cache.ids, cache.state = prompts[0] + [int(t) for t in new[:-1]], state
     return torch.stack(new, 1)  # (B, n)
 
 
@@ -161,10 +193,12 @@ def generate_completions(
     max_new_tokens: int,
     stop: str | None = None,
     on_text: Callable[[int, str], None] | None = None,
+    add_bos: bool = True,
     **sampling: object,
 ) -> list[Completion]:
-    """One `Completion` per prompt; generation ends once every row has produced `stop` or EOS.
-    `on_text(row, new_text)` streams the text as it is decoded."""
+    """One `Completion` per prompt; generation ends once every row has produced `stop` or one
+    of the tokenizer's EOS ids. `on_text(row, new_text)` streams the text as it is decoded.
+    `add_bos=False` for a rendered chat: its template writes the special tokens itself."""
     new: list[list[int]] = [[] for _ in prompts]
     texts, done = [""] * len(prompts), [False] * len(prompts)
     shown = [0] * len(prompts)  # characters of each text already streamed
@@ -173,7 +207,7 @@ def generate_completions(
         for row, token in enumerate(tokens.tolist()):
             if done[row]:
                 continue
-            if token == tokenizer.eos_id:
+            if token in tokenizer.eos_ids:
                 done[row] = True
                 continue
             new[row].append(token)
@@ -188,9 +222,10 @@ def generate_completions(
                     shown[row] = end
         return all(done)
 
-    encoded = [tokenizer.bos_ids + tokenizer.encode(prompt) for prompt in prompts]
-    eos = tokenizer.eos_id
-    generate_ids(model, encoded, max_new_tokens, on_tokens=on_tokens, eos_id=eos, **sampling)
+    bos = tokenizer.bos_ids if add_bos else []
+    encoded = [bos + tokenizer.encode(prompt) for prompt in prompts]
+    eos = tokenizer.eos_ids
+    generate_ids(model, encoded, max_new_tokens, on_tokens=on_tokens, eos_ids=eos, **sampling)
     if on_text is not None:  # what was held back for a stop string that never came
         for row, text in enumerate(texts):
             if len(text) > shown[row]:
