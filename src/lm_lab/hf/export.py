@@ -96,13 +96,14 @@ def hf_config(family: str, model: dict[str, Any], vocab: int, tokenizer: Any) ->
     """config.json of `family` for an lm_lab model config (shapes from `exported_model`)."""
     d, heads, d_ff = model["d_model"], model["n_heads"], model["d_ff"]
     act = {"gelu": "gelu", "gelu_tanh": "gelu_new"}.get(model.get("mlp", "gelu"), "silu")
+    eos_ids = tokenizer.eos_ids
     common = {
         "model_type": family,
         "architectures": [ARCHITECTURES[family]],
         "vocab_size": vocab,
         "tie_word_embeddings": model["tie_embeddings"],
         "pad_token_id": tokenizer.pad_id,
-        "eos_token_id": tokenizer.eos_id,
+        "eos_token_id": eos_ids[0] if len(eos_ids) == 1 else eos_ids or None,  # may be a list
         "bos_token_id": tokenizer.bos_ids[0] if tokenizer.bos_ids else None,
         "torch_dtype": "float32",
     }
@@ -183,7 +184,9 @@ def hf_tensors(
 
 
 def write_tokenizer(tokenizer: Any, out: Path) -> None:
-    """tokenizer.json + tokenizer_config.json for BPE and pretrained tokenizers."""
+    """tokenizer.json + tokenizer_config.json for BPE and pretrained tokenizers. A pretrained
+    tokenizer's config is the one it was read from (model_max_length, cleanup, ...) with its
+    chat template, so a fine-tuned model still chats; the special tokens are the ones in use."""
     state = json.loads(tokenizer.to_json())
     if "tokenizer" not in state:
         log.warning(f"export: a {state['kind']} tokenizer has no Hugging Face format; none written")
@@ -196,11 +199,13 @@ def write_tokenizer(tokenizer: Any, out: Path) -> None:
     ids = {"pad": tokenizer.pad_id, "eos": tokenizer.eos_id}
     ids["bos"] = tokenizer.bos_ids[0] if tokenizer.bos_ids else state.get("bos_id")
     names = {f"{k}_token": tok.id_to_token(i) for k, i in ids.items() if i is not None}
-    config = {k: v for k, v in names.items() if v is not None}
+    config = state.get("settings", {}) | {k: v for k, v in names.items() if v is not None}
     config |= {
         "add_bos_token": bool(tokenizer.bos_ids),
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
+    if tokenizer.chat_template is not None:
+        config["chat_template"] = tokenizer.chat_template
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
 
 
