@@ -8,8 +8,8 @@ import pytest
 
 from lm_lab.cli.entry import cli
 from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.generate import check_settings, unescape
 from lm_lab.generate import run as generate
-from lm_lab.generate import unescape
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
 
@@ -176,3 +176,19 @@ def test_a_prompt_hydra_cannot_read_says_how_to_quote_it(
         f"shell's quotes, e.g. {quoted} (non-ASCII and special characters), or pass prompt=- "
         "and pipe the text on stdin\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "temperature"),
+    [
+        ((), 0.8),
+        (("chat=true",), 0.0),
+        (("interactive=true",), 0.0),
+        (("chat=true", "temperature=0.5"), 0.5),
+    ],
+)
+def test_temperature_null_is_greedy_for_a_chat_and_0_8_otherwise(compose, overrides, temperature):
+    """A small chat model sampled at 0.8 rambled instead of answering (SmolLM2: no Paris)."""
+    cfg = compose("ckpt_path=x", *overrides, config_name="generate")
+    check_settings(cfg)
+    assert cfg.temperature == temperature

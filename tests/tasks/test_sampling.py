@@ -147,3 +147,16 @@ def test_sampling_values_the_sampler_cannot_honour_name_their_key(values, messag
     settings = {"max_new_tokens": 5, "temperature": 0.8, "top_k": None, "top_p": None} | values
     with pytest.raises(ConfigError, match=message):
         check_sampling(**settings)
+
+
+def test_any_of_several_eos_ids_ends_a_row_and_the_batch_stops_when_all_ended(compose):
+    """Llama 3 declares <|end_of_text|> and <|eot_id|>: each one must end a row (only the
+    first id was kept, so <|eot_id|> never stopped a reply)."""
+    model = language_model(compose("task=generate"))
+    prompts = [TOKENIZER.encode("ab"), TOKENIZER.encode("fed")]
+    greedy = generate_ids(model, prompts, 30, temperature=0)
+    assert greedy[:, :4].tolist() == [[11, 18, 18, 6], [13, 6, 17, 16]]  # 17, 18: one row each
+    ended = generate_ids(model, prompts, 30, temperature=0, eos_ids=[18, 17])
+    assert ended.tolist() == [[11, 18, 18], [13, 6, 17]]  # row 0 ended at 1, row 1 at 2
+    only_first = generate_ids(model, prompts, 30, temperature=0, eos_ids=[18])
+    assert only_first.shape == (2, 30)  # row 1 never produces 18
