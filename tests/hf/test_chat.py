@@ -290,8 +290,19 @@ def test_export_keeps_the_chat_template_eos_ids_and_tokenizer_settings(chat_mode
     assert json.loads((tmp_path / "out" / "config.json").read_text())["eos_token_id"] == [1, 9]
     again = PretrainedTokenizer(tmp_path / "out")
     assert (again.chat_template, again.eos_ids) == (CHATML, [1, 9])
-    for conversation in CONVERSATIONS:
-        assert ours(tmp_path / "out", conversation, True) == theirs(folder, conversation, True)
+    for conversation in CONVERSATIONS:  # transformers reads the exported template too
+        expected = theirs(folder, conversation, True)
+        assert ours(tmp_path / "out", conversation, True) == expected
+        assert theirs(tmp_path / "out", conversation, True) == expected
+
+
+def test_a_tokenizer_saved_before_chat_support_keeps_its_single_eos(chat_model):
+    """Checkpoints written before eos_ids and chat_template existed still load and generate."""
+    state = json.loads(PretrainedTokenizer(chat_model).to_json())
+    for key in ("eos_ids", "chat_template", "special_tokens", "settings"):
+        del state[key]
+    old = PretrainedTokenizer(state=state)
+    assert (old.eos_ids, old.chat_template, old.special_tokens) == ([1], None, {})
 
 
 def test_smollm2_answers_paris_and_stops_at_im_end(tmp_path):
