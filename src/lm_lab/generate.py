@@ -1,5 +1,7 @@
 """`run(cfg)` behind generate.py: sample text from a checkpoint, which alone gives model and
-tokenizer. Streams a single sample to the terminal; writes every sample to samples.jsonl."""
+tokenizer. Streams a single sample to the terminal; writes every sample to samples.jsonl.
+`chat=true` sends each prompt as a user message through the model's chat template and prints
+the reply alone; `interactive=true` holds a conversation on stdin, its KV cache kept."""
 
 import json
 import sys
@@ -205,7 +207,16 @@ def write_samples(cfg: DictConfig, samples: list[dict[str, Any]]) -> Path:
 
 
 def show(text: str) -> None:
+    """Streams text to the terminal as it comes (no newline, flushed)."""
     print(text, end="", flush=True)
+
+
+def chat_inputs(cfg: DictConfig, tokenizer: Tokenizer, prompts: list[str]) -> list[str]:
+    """Each prompt as one user message (after the `system` one), rendered with the model's
+    template, ending where the assistant's reply begins."""
+    template, opened = chat_template(cfg, tokenizer), opening(cfg)
+    turns = [[*opened, {"role": "user", "content": prompt}] for prompt in prompts]
+    return [render(template, turn, tokenizer.special_tokens) for turn in turns]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -218,11 +229,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = load_lm(cfg, device, dtype)
     if cfg.interactive:
         return converse(cfg, module)
-    inputs = prompts
-    if cfg.chat:  # each prompt is one user message, rendered as the model was trained to read it
-        template, opened = chat_template(cfg, module.tokenizer), opening(cfg)
-        turn = [{"role": "user", "content": p} for p in prompts]
-        inputs = [render(template, [*opened, m], module.tokenizer.special_tokens) for m in turn]
+    inputs = chat_inputs(cfg, module.tokenizer, prompts) if cfg.chat else prompts
     unknown = unknown_chars(module.tokenizer, prompts)
     stream = cfg.stream and len(prompts) == 1
     if stream and not cfg.chat:
