@@ -131,6 +131,15 @@ def test_rendering_equals_apply_chat_template(
     assert "[INST]" in expected if template == "llama2" else "<|" in expected
 
 
+def test_a_list_of_named_templates_uses_the_default_one(tmp_path):
+    folder = tokenizer_folder(tmp_path / "tok", None)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    named = [{"name": "tool_use", "template": LLAMA2}, {"name": "default", "template": CHATML}]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": named}))
+    assert PretrainedTokenizer(folder).chat_template == CHATML
+    assert ours(folder, CONVERSATIONS[2], True) == theirs(folder, CONVERSATIONS[2], True)
+
+
 def test_a_templates_raise_exception_is_one_line(tmp_path):
     folder = tokenizer_folder(tmp_path / "tok", LLAMA2)
     bad = [{"role": "assistant", "content": "first"}]
