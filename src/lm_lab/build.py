@@ -30,6 +30,7 @@ def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None)
     """Encoder from cfg.model (sized to model.param_budget / model.size when set), wrapped in a
     Backbone sized by the tokenizer, under cfg.task (its null causal/pooling resolved first,
     in place, so the saved run config holds what was built)."""
+    members = _members(cfg)  # a classifier's ensemble: one freshly initialised backbone each
     resolve_attention(cfg)
     vocab, pad = tokenizer.vocab_size, tokenizer.pad_id
 
@@ -37,7 +38,6 @@ def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None)
         encoder = instantiate(sized_encoder_config(cfg.model, vocab, pad))
         return Backbone(encoder, vocab, pad, lm_head=cfg.task.get("name") == "generate")
 
-    members = _members(cfg)  # a classifier's ensemble: one freshly initialised backbone each
     more = {"more_backbones": nn.ModuleList(backbone() for _ in range(members - 1))}
     return instantiate(
         cfg.task,
@@ -64,17 +64,20 @@ def resolve_attention(cfg: DictConfig) -> None:
         task.causal = causal
         if "pooling" in task and task.pooling is None:
             task.pooling = "last" if causal else "mean"
-    if "causal" not in unset:
-        reason = "task.causal as set"
-    elif init_from:
-        reason = f"init_from={init_from} was trained {'causally' if causal else 'bidirectionally'}"
-    else:
-        reason = "no init_from: trained from scratch"
     log.info(
-        f"task.causal={str(causal).lower()}, task.pooling={task.get('pooling')} ({reason}; "
-        f"causal pools the last real token by default); change with task.causal=true|false, "
-        f"task.pooling={'|'.join(POOLINGS)}"
+        f"task.causal={str(causal).lower()}, task.pooling={task.get('pooling')} "
+        f"({_why(init_from, causal, 'causal' in unset)}; causal pools the last real token by "
+        f"default); change with task.causal=true|false, task.pooling={'|'.join(POOLINGS)}"
     )
+
+
+def _why(init_from: str | None, causal: bool, chosen: bool) -> str:
+    """What decided task.causal, for resolve_attention's log line."""
+    if not chosen:
+        return "task.causal as set"
+    if not init_from:
+        return "no init_from: trained from scratch"
+    return f"init_from={init_from} was trained {'causally' if causal else 'bidirectionally'}"
 
 
 def trained_causally(init_from: str | None) -> bool:
