@@ -143,3 +143,18 @@ def test_the_choice_is_logged_in_one_line_that_says_how_to_change_it(compose, tm
     assert len(lines) == 1 and "\n" not in lines[0]
     assert lines[0].startswith("task.causal=true, task.pooling=last (init_from=")
     assert "trained causally" in lines[0] and "change with task.causal=true|false" in lines[0]
+
+
+def test_train_py_keeps_a_command_line_override_and_saves_it(
+    compose, train_cli, planted_csv, tmp_path
+):
+    """`task.causal=false` typed on the command line wins over the decoder default, the log
+    line says so, and best.ckpt's config holds the setting eval.py rebuilds."""
+    save_lm(compose, tmp_path / "lm.ckpt", "transformer")
+    data = ("task=classify", "data=csv", f"data.root={planted_csv}", "logger=[]", "test=false")
+    done = train_cli(*data, f"init_from={tmp_path / 'lm.ckpt'}", "task.causal=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "task.causal=false, task.pooling=mean (task.causal as set;" in done.stdout + done.stderr
+    (best,) = (tmp_path / "logs").rglob("best.ckpt")
+    module = load_module(best)[0]
+    assert (module.causal, module.pooling) == (False, "mean")
