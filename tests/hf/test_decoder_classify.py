@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from lm_lab.build import build_module, load_module
+from lm_lab.build import build_module, load_module, trained_causally
 from lm_lab.checkpoint import CheckpointMeta
 from lm_lab.data.tokenizers import ByteTokenizer
 from lm_lab.finetune.setup import prepare_finetune
@@ -104,6 +104,23 @@ def test_a_saved_decoder_classifier_rebuilds_causal(compose, tmp_path):
         for rebuilt in (load_module(saved)[0], Classifier.load_from_checkpoint(saved)):
             assert (rebuilt.causal, rebuilt.pooling) == (True, "last")
             torch.testing.assert_close(rebuilt.features(ids, pad_mask), expected)
+
+
+@pytest.mark.parametrize("source", ["smollm2", "model.gguf", "HuggingFaceTB/SmolLM2-135M"])
+def test_every_hugging_face_kind_of_init_from_counts_as_a_causal_decoder(source):
+    """A named model, a GGUF file and a Hub id are causal LMs, decided without opening them."""
+    assert trained_causally(source)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_classifier_checkpoint_counts_as_trained_as_its_config_says(causal, compose, tmp_path):
+    """init_from an lm_lab classifier follows its saved (resolved) task.causal."""
+    path = tmp_path / "clf.ckpt"
+    cfg = compose("task=classify", *(["task.causal=true"] if causal else []))
+    module = build_module(cfg, ByteTokenizer(), LABELS)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # as train.run saves it
+    CheckpointMeta.of(module).save(path, module.state_dict())
+    assert trained_causally(str(path)) is causal
 
 
 @pytest.mark.parametrize(
