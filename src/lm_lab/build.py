@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from lm_lab.checkpoint import CheckpointMeta, load_plain, read_checkpoint
+from lm_lab.checkpoint import CheckpointMeta, load_plain, read_checkpoint, read_meta
 from lm_lab.data.tokenizers import from_json
 from lm_lab.encoders.backbone import Backbone
 from lm_lab.finetune.base import apply_finetune
@@ -19,19 +19,25 @@ from lm_lab.hf.folder import is_hf_source
 from lm_lab.hf.load import Pretrained, load_language_model
 from lm_lab.sizing import sized_encoder_config
 from lm_lab.tasks.base import TaskModule
+from lm_lab.tasks.pooling import POOLINGS
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None) -> TaskModule:
     """Encoder from cfg.model (sized to model.param_budget / model.size when set), wrapped in a
-    Backbone sized by the tokenizer, under cfg.task."""
+    Backbone sized by the tokenizer, under cfg.task (its null causal/pooling resolved first,
+    in place, so the saved run config holds what was built)."""
+    members = _members(cfg)  # a classifier's ensemble: one freshly initialised backbone each
+    resolve_attention(cfg)
     vocab, pad = tokenizer.vocab_size, tokenizer.pad_id
 
     def backbone() -> Backbone:
         encoder = instantiate(sized_encoder_config(cfg.model, vocab, pad))
         return Backbone(encoder, vocab, pad, lm_head=cfg.task.get("name") == "generate")
 
-    members = _members(cfg)  # a classifier's ensemble: one freshly initialised backbone each
     more = {"more_backbones": nn.ModuleList(backbone() for _ in range(members - 1))}
     return instantiate(
         cfg.task,
@@ -40,6 +46,49 @@ def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None)
         label_names=label_names,
         **(more if members > 1 else {}),
     )
+
+
+def resolve_attention(cfg: DictConfig) -> None:
+    """`task.causal: null` / `task.pooling: null` (conf/task/classify.yaml) become the setting the
+    weights were trained for: causal attention (forward-only LSTMs) for an init_from that was
+    trained causally, bidirectional otherwise; pooling `last` (the one state that has read the
+    whole text) when causal, `mean` otherwise. A value the user set is kept. The one place these
+    defaults are decided; logs one line when it decides one."""
+    task = cfg.task
+    unset = [key for key in ("causal", "pooling") if key in task and task[key] is None]
+    if not unset:
+        return
+    init_from = cfg.get("init_from")
+    causal = trained_causally(init_from) if task.causal is None else bool(task.causal)
+    with open_dict(task):
+        task.causal = causal
+        if "pooling" in task and task.pooling is None:
+            task.pooling = "last" if causal else "mean"
+    log.info(
+        f"task.causal={str(causal).lower()}, task.pooling={task.get('pooling')} "
+        f"({_why(init_from, causal, 'causal' in unset)}; causal pools the last real token by "
+        f"default); change with task.causal=true|false, task.pooling={'|'.join(POOLINGS)}"
+    )
+
+
+def _why(init_from: str | None, causal: bool, chosen: bool) -> str:
+    """What decided task.causal, for resolve_attention's log line."""
+    if not chosen:
+        return "task.causal as set"
+    if not init_from:
+        return "no init_from: trained from scratch"
+    return f"init_from={init_from} was trained {'causally' if causal else 'bidirectionally'}"
+
+
+def trained_causally(init_from: str | None) -> bool:
+    """Whether the init_from weights learnt to never look ahead: every Hugging Face folder, GGUF
+    file or named model lm_lab loads is a causal LM; an lm_lab checkpoint says so in its own
+    config (task=generate: causal true)."""
+    if not init_from:
+        return False
+    if is_hf_source(init_from):
+        return True
+    return bool(read_meta(init_from, key="init_from").config.get("task", {}).get("causal"))
 
 
 def _members(cfg: DictConfig) -> int:

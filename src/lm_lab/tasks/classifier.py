@@ -31,7 +31,7 @@ class Classifier(TaskModule):
     def __init__(
         self,
         *args: Any,
-        pooling: str = "mean",
+        pooling: str = "mean",  # conf/task/classify.yaml's null is resolved by lm_lab.build
         head_dropout: float = 0.1,
         label_smoothing: float = 0.0,
         ngram_bag: dict[str, Any] | None = None,
@@ -86,6 +86,15 @@ class Classifier(TaskModule):
         members += [(m["backbone"], getattr(m, "ngram_bag", None), m["head"]) for m in self.others]
         return torch.stack([self._logits(*m, input_ids, pad_mask) for m in members])
 
+    def features(
+        self, input_ids: Tensor, pad_mask: Tensor | None = None, backbone: nn.Module | None = None
+    ) -> Tensor:
+        """The pooled vector (B, D) the head reads (before head dropout and the n-gram bag), of
+        `backbone` (default: member 1's). From a causal decoder with `last` pooling it is the
+        decoder's own final hidden state at each row's last real token."""
+        h = (backbone or self.backbone)(input_ids, pad_mask, causal=self.causal)  # (B, T, D)
+        return pool(h, pad_mask, self.pooling)  # (B, D)
+
     def _logits(
         self,
         backbone: nn.Module,
@@ -94,8 +103,7 @@ class Classifier(TaskModule):
         input_ids: Tensor,
         pad_mask: Tensor | None,
     ) -> Tensor:
-        h = backbone(input_ids, pad_mask, causal=self.causal)  # (B, T, D)
-        pooled = self.head_dropout(pool(h, pad_mask, self.pooling))  # (B, D)
+        pooled = self.head_dropout(self.features(input_ids, pad_mask, backbone))  # (B, D)
         if bag is not None:
             pooled = torch.cat([pooled, bag(input_ids, pad_mask)], -1)  # (B, D + dim)
         return head(pooled)  # (B, C)
