@@ -131,6 +131,10 @@ def main() -> None:
             f"model={enc}",
             *ENCODERS[enc],
             "task=classify",
+            # the same attention and pooling for pretrained and random rows (the decoder default
+            # would make only the pretrained ones causal); the tables in results.md used these
+            "task.causal=false",
+            "task.pooling=mean",
             f"finetune={strategy}",
             f"init_from={lm}" if lm else "init_from=null",
             f"data.max_train_examples={budget}" if budget else "data.max_train_examples=null",
