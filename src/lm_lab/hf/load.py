@@ -5,7 +5,6 @@ opened per tensor so that no mapping outlives its tensor) into the backbone's ow
 the rise of memory during a load is the model itself plus one tensor.
 """
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 from lm_lab.data.tokenizers import PretrainedTokenizer
 from lm_lab.hf.families import Rule, model_config, rules
 from lm_lab.hf.folder import read_config, read_json, resolve, weight_files
+from lm_lab.hf.registry import project_conf
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
@@ -146,8 +146,7 @@ def task_config(name: str) -> DictConfig:
     running Hydra app (generate.py, eval.py) or on its own."""
     if GlobalHydra.instance().is_initialized():
         return compose(config_name=f"task/{name}").task
-    root = Path(os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[3])
-    with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(project_conf()), version_base="1.3"):
         return compose(config_name=f"task/{name}").task
 
 

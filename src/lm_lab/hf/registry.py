@@ -45,9 +45,14 @@ class NamedModel:
         return path if path.is_file() else None
 
 
-def conf_dir() -> Path:
+def project_conf() -> Path:
+    """The project's conf/ (PROJECT_ROOT when an entry point set it, else this checkout's)."""
     root = os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[3]
-    return Path(root) / "conf" / "pretrained"
+    return Path(root) / "conf"
+
+
+def conf_dir() -> Path:
+    return project_conf() / "pretrained"
 
 
 def lookup(source: object) -> NamedModel | None:
