@@ -142,3 +142,10 @@ def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return _run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The documented commands (the longest module, ~5 min, two commands at a time) first: under
+    `-n auto --dist loadscope` a worker starts them while the others share every other module,
+    instead of the suite waiting on them at its end."""
+    items.sort(key=lambda item: item.path.name != "test_docs_commands.py")

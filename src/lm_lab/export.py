@@ -7,7 +7,6 @@ import logging
 import sys
 from pathlib import Path
 
-from lm_lab.build import load_module
 from lm_lab.hf.export import check_target, export
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.utils.errors import ConfigError
@@ -56,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = model_path(args.source, args.out)
         check_target(args.out, args.force)  # before the model loads, which may take minutes
+        # Lightning (~4 s of imports) only once the arguments are known to be good
+        from lm_lab.build import load_module
+
         module, _ = load_module(path, key=KEY)
         export(module, module.run_config, args.out, force=args.force)
     except ConfigError as err:

@@ -31,6 +31,18 @@ def test_lines_are_written_on_rank_zero_only(rank, caplog) -> None:
     ]
 
 
+def test_before_lightning_sets_the_rank_the_launchers_rank_is_used(monkeypatch, caplog) -> None:
+    """Logging no longer loads Lightning: until it does (and sets `.rank`), a torchrun rank 1
+    still writes only its per-rank lines."""
+    monkeypatch.delattr(rank_zero_only, "rank", raising=False)
+    monkeypatch.setenv("RANK", "1")
+    log = get_logger("lm_lab.test_logging")
+    with caplog.at_level(logging.INFO, logger="lm_lab"):
+        log.info("from rank one")
+        log.info("every rank says this", per_rank=True)
+    assert [r.getMessage() for r in caplog.records] == ["[rank 1] every rank says this"]
+
+
 def test_module_names_are_put_under_the_lm_lab_logger() -> None:
     assert get_logger("scripts.something").logger.name == "lm_lab.scripts.something"
     assert get_logger("lm_lab.sizing").logger.name == "lm_lab.sizing"

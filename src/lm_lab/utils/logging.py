@@ -6,9 +6,13 @@ so the run's log file holds everything the terminal showed."""
 
 import io
 import logging
+import os
 from typing import Any
 
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+# Lightning's own rank_zero_only object (it re-exports this one and sets its `.rank`), imported
+# from the small package so that logging alone does not load Lightning (~4 s): a command can
+# check its arguments and answer before it.
+from lightning_utilities.core.rank_zero import rank_zero_only
 from rich.console import Console
 
 ROOT = "lm_lab"  # every module logs under lm_lab.<module>
@@ -19,12 +23,22 @@ class RankedLogger(logging.LoggerAdapter):
     rank with a `[rank N/W]` prefix."""
 
     def log(self, level: int, msg: object, *args: Any, per_rank: bool = False, **kw: Any) -> None:
-        rank = getattr(rank_zero_only, "rank", 0)
+        rank = getattr(rank_zero_only, "rank", None)
+        if rank is None:  # Lightning not loaded yet: the rank its launcher put in the environment
+            rank = launcher_rank()
         if not self.isEnabledFor(level) or (rank != 0 and not per_rank):
             return
         if per_rank:
             msg = f"[rank {rank}] {msg}"
         self.logger.log(level, msg, *args, **kw)
+
+
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # Lightning's order
+
+
+def launcher_rank() -> int:
+    """The global rank torchrun / SLURM / LSF set, read as Lightning reads it on import."""
+    return next((int(os.environ[name]) for name in RANK_VARIABLES if name in os.environ), 0)
 
 
 def get_logger(name: str) -> RankedLogger:
