@@ -150,9 +150,7 @@ def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json(out_dir / METRICS_FILE, result)
     finish_wandb()
-    log.info(
-        f"params: {result['params']}; peak RSS {result['peak_rss_mb']} MB; run dir: {out_dir}"
-    )
+    log.info(f"params: {result['params']}; peak RSS {result['peak_rss_mb']} MB; run dir: {out_dir}")
     return result
 
 
