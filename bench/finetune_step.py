@@ -2,6 +2,7 @@
 default) on SST-2, per strategy, with and without gradient checkpointing.
 
     python bench/finetune_step.py [--model smollm2] [--strategies lora full] [--steps 3]
+        [--set finetune.targets=[attn.q,attn.k,attn.v,attn.o]]
 
 Each configuration runs in its own process (ru_maxrss is a process's high-water mark): the
 module train.py would build (init_from, finetune=, task=classify defaults), one warm-up step,
@@ -20,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(model: str, strategy: str, gc: bool, batch: int, steps: int, data: str) -> dict:
+def measure(args: argparse.Namespace, strategy: str, gc: bool) -> dict:
     """One configuration, in this process: seconds per step and peak RSS (MB)."""
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     sys.path.insert(0, str(ROOT / "src"))
@@ -40,11 +41,12 @@ def measure(model: str, strategy: str, gc: bool, batch: int, steps: int, data: s
     register_resolvers()
     overrides = [
         "task=classify",
-        f"data={data}",
-        f"data.batch_size={batch}",
-        f"init_from={model}",
+        f"data={args.data}",
+        f"data.batch_size={args.batch}",
+        f"init_from={args.model}",
         f"finetune={strategy}",
         f"model.gradient_checkpointing={str(gc).lower()}",
+        *(args.set if strategy == "lora" else []),
     ]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides, return_hydra_config=True)
@@ -59,7 +61,7 @@ def measure(model: str, strategy: str, gc: bool, batch: int, steps: int, data: s
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     batches = iter(datamodule.train_dataloader())
     times, lengths = [], []
-    for _ in range(steps + 1):
+    for _ in range(args.steps + 1):
         b = next(batches)
         started = time.perf_counter()
         loss = F.cross_entropy(module(b["input_ids"], b["pad_mask"]), b["labels"])
@@ -72,9 +74,9 @@ def measure(model: str, strategy: str, gc: bool, batch: int, steps: int, data: s
     return {
         "strategy": strategy,
         "gradient_checkpointing": gc,
-        "batch": batch,
+        "batch": args.batch,
         "seq_lengths": lengths[1:],
-        "s_per_step": round(sum(times[1:]) / steps, 2),
+        "s_per_step": round(sum(times[1:]) / args.steps, 2),
         "trainable_%": round(100 * sum(p.numel() for p in params) / total, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -87,12 +89,11 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=["lora", "full"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
+    parser.add_argument("--set", nargs="*", default=[], help="overrides of the lora runs")
     parser.add_argument("--one", nargs=2, metavar=("STRATEGY", "GC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        row = measure(
-            args.model, args.one[0], args.one[1] == "1", args.batch, args.steps, args.data
-        )
+        row = measure(args, args.one[0], args.one[1] == "1")
         print("ROW " + json.dumps(row), flush=True)
         return
     for strategy in args.strategies:
