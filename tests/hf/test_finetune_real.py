@@ -1,31 +1,23 @@
 """scripts/finetune_real.py (make finetune-real) as a user runs it, on a tiny random Llama folder
 and an SST-2-shaped CSV: lr chosen on validation, test once per final run, the table."""
 
-import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WORDS = {"positive": ["great", "fun", "moving"], "negative": ["dull", "bad", "flat"]}
 
 
-def sst2_like(root: Path) -> Path:
-    root.mkdir()
-    for split, n in (("train", 32), ("validation", 8), ("test", 8)):
-        with (root / f"{split}.csv").open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["text", "label"])
-            for i in range(n):
-                label = ("positive", "negative")[i % 2]
-                writer.writerow([f"the movie was {WORDS[label][i % 3]}", label])
-    return root
+def saved(out: Path, run: str) -> dict:
+    """A finished run's row.json."""
+    return json.loads((out / run / "row.json").read_text())
 
 
-def test_tiny_table_with_grid_seeds_random_and_tfidf(hf_dirs, tmp_path):
+def test_tiny_table_with_grid_seeds_random_and_tfidf(hf_dirs, sst2_like, tmp_path):
     out = tmp_path / "out"
-    tiny = [f"data.root={sst2_like(tmp_path / 'sst2')}", "trainer.accelerator=cpu"]
+    tiny = [f"data.root={sst2_like}", "trainer.accelerator=cpu"]
     cmd = [sys.executable, str(ROOT / "scripts" / "finetune_real.py"), "--model"]
     cmd += [str(hf_dirs["llama"]), "--data", "sst2", "--rows", "lora", "random", "tfidf"]
     cmd += ["--steps", "2", "--batch", "4", "--seeds", "0", "1", "--lrs", "1e-3", "3e-3"]
@@ -34,22 +26,14 @@ def test_tiny_table_with_grid_seeds_random_and_tfidf(hf_dirs, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.parent.name for p in out.glob("*/row.json"))
     best = {  # per row: the grid's best validation lr is the one trained per seed with test
-        r: max(
-            [1e-3, 3e-3],
-            key=lambda lr: json.loads((out / f"sst2_{r}_lr{lr:g}_seed0" / "row.json").read_text())[
-                "val_acc"
-            ],
-        )
+        r: max([1e-3, 3e-3], key=lambda lr: saved(out, f"sst2_{r}_lr{lr:g}_seed0")["val_acc"])
         for r in ("lora", "random")
     }
     finals = [f"sst2_{r}_lr{best[r]:g}_seed{s}_final" for r in ("lora", "random") for s in (0, 1)]
     grid = [f"sst2_{r}_lr{lr:g}_seed0" for r in ("lora", "random") for lr in (0.001, 0.003)]
     assert runs == sorted(finals + grid)
     for name in grid:  # validation only: no test figure exists for a configuration not chosen
-        assert (
-            json.loads((out / name / "row.json").read_text())["test_acc"]
-            != json.loads((out / name / "row.json").read_text())["test_acc"]
-        )  # NaN
+        assert math.isnan(saved(out, name)["test_acc"])
     table = (out / "table.md").read_text()
     lora = next(line for line in table.splitlines() if "| lora |" in line)
     assert "2 x 4" in lora and " ± " in lora and "| 2 |" in lora
