@@ -26,7 +26,7 @@ train: $(STAMP) ## train the pydoc recipe on the built-in data; prints test metr
 
 finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strategy, write a table (~1 h; ARGS=--steps 300 ...)
 	$(PY) scripts/finetune_compare.py $(ARGS)
-finetune-real: $(STAMP) ## SmolLM2 x every strategy, random init, recipe, TF-IDF on SST-2 + AG News (~40 h on 1 core at the defaults; ARGS=--data sst2 --rows lora ...)
+finetune-real: $(STAMP) ## SmolLM2 x every strategy, random init, recipe, TF-IDF on SST-2 + AG News (1-2 days on 1 core, SST-2 alone ~8 h; ARGS=--data sst2 --rows lora ...)
 	OMP_NUM_THREADS=1 $(PY) scripts/finetune_real.py $(ARGS)
 
 mqar: $(STAMP) ## MQAR recall, CPU preset (64 tokens, 4 pairs), attention-only transformer
