@@ -26,6 +26,7 @@ train: $(STAMP) ## train the pydoc recipe on the built-in data; prints test metr
 
 finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strategy, write a table (~1 h; ARGS=--steps 300 ...)
 	$(PY) scripts/finetune_compare.py $(ARGS)
+
 finetune-real: $(STAMP) ## SmolLM2 x every strategy, random init, recipe, TF-IDF on SST-2 + AG News (1-2 days on 1 core, SST-2 alone ~8 h; ARGS=--data sst2 --rows lora ...)
 	OMP_NUM_THREADS=1 $(PY) scripts/finetune_real.py $(ARGS)
 

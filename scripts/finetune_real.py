@@ -105,12 +105,13 @@ class Table:
         self.budget = [*budget, f"data.batch_size={args.batch}"]
 
     def overrides(self, data: str, name: str, lr: float, seed: int, test: bool) -> list[str]:
-        init = [] if name == "random" else [f"init_from={self.args.model}"]
+        # random: composed with init_from (forget_weights keeps its model and tokenizer), with
+        # the attention and pooling the pretrained rows get by default
         task = ["task.causal=true", "task.pooling=last"] if name == "random" else []
         return [
             "task=classify",
             f"data={data}",
-            *init,
+            f"init_from={self.args.model}",
             *task,
             *ROWS[name],
             *self.budget,

@@ -7,12 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def saved(out: Path, run: str) -> dict:
     """A finished run's row.json."""
     return json.loads((out / run / "row.json").read_text())
+
+
+def backbone_without_added(run_dir: Path) -> int:
+    """The run's backbone parameters, less what its strategy added (LoRA's A and B)."""
+    params = json.loads((run_dir / "metrics.json").read_text())["params"]
+    return params["backbone"] - params.get("added", {}).get("total", 0)
 
 
 def test_tiny_table_with_grid_seeds_random_and_tfidf(hf_dirs, sst2_like, tmp_path):
@@ -34,6 +43,14 @@ def test_tiny_table_with_grid_seeds_random_and_tfidf(hf_dirs, sst2_like, tmp_pat
     assert runs == sorted(finals + grid)
     for name in grid:  # validation only: no test figure exists for a configuration not chosen
         assert math.isnan(saved(out, name)["test_acc"])
+    # random: the folder's architecture (same backbone size) without its weights; lora froze
+    # the folder's word vectors, which random init never had
+    folder = load_file(hf_dirs["llama"] / "model.safetensors")["model.embed_tokens.weight"]
+    sizes = {backbone_without_added(out / r) for r in finals}
+    assert len(sizes) == 1
+    for run, pretrained in ((finals[0], True), (finals[2], False)):
+        ckpt = torch.load(out / run / "checkpoints" / "best.ckpt", weights_only=True)
+        assert torch.equal(ckpt["state_dict"]["backbone.embed.weight"], folder) == pretrained
     table = (out / "table.md").read_text()
     lora = next(line for line in table.splitlines() if "| lora |" in line)
     assert "2 x 4" in lora and " ± " in lora and "| 2 |" in lora

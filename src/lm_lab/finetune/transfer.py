@@ -2,8 +2,8 @@
 
 The checkpoint's tokenizer comes along (token ids only mean something with it), and the run's
 model config must describe the same architecture; dropout, gradient checkpointing and
-`bidirectional` may differ (a causal
-LM has no backward LSTMs: a bidirectional classifier starts them new).
+`bidirectional` may differ (a causal LM has no backward LSTMs: a bidirectional classifier starts
+them new).
 """
 
 from collections import Counter
