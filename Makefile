@@ -26,6 +26,10 @@ train: $(STAMP) ## train the pydoc recipe on the built-in data; prints test metr
 
 finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strategy, write a table (~1 h; ARGS=--steps 300 ...)
 	$(PY) scripts/finetune_compare.py $(ARGS)
+
+finetune-real: $(STAMP) ## SmolLM2 x every strategy, random init, recipe, TF-IDF on SST-2 + AG News (1-2 days on 1 core, SST-2 alone ~8 h; ARGS=--data sst2 --rows lora ...)
+	OMP_NUM_THREADS=1 $(PY) scripts/finetune_real.py $(ARGS)
+
 mqar: $(STAMP) ## MQAR recall, CPU preset (64 tokens, 4 pairs), attention-only transformer
 	$(PY) train.py experiment=mqar $(ARGS)
 
@@ -82,4 +86,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full test-reliability finetune-compare mqar mqar-grid bench bench-data bench-full ddp-sim gpu-check ablate report sweep lint format clean
+.PHONY: help install train test test-full test-reliability finetune-compare finetune-real mqar mqar-grid bench bench-data bench-full ddp-sim gpu-check ablate report sweep lint format clean

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
 
 from lm_lab.cli.resolvers import register_resolvers  # noqa: E402
 from lm_lab.train import run  # noqa: E402
@@ -59,16 +60,25 @@ ORDER = {"encoder": list(ENCODERS), "strategy": STRATEGIES, "init": ["pretrained
 COMMON = ["callbacks.progress_bar=null", "extras.print_config=false"]
 
 
-def job(out: Path, name: str, overrides: list[str]) -> dict[str, Any]:
-    """One train.run under experiment=finetune_compare, its run dir <out>/<name>."""
+def job(
+    out: Path,
+    name: str,
+    overrides: list[str],
+    experiment: str = "finetune_compare",
+    edit: Callable[[DictConfig], None] | None = None,
+) -> dict[str, Any]:
+    """One train.run under `experiment`, its run dir <out>/<name>; `edit` may change the
+    composed config in place before the run (scripts/finetune_real.py's random-init rows)."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
-            "train", ["experiment=finetune_compare", *COMMON, *overrides], return_hydra_config=True
+            "train", [f"experiment={experiment}", *COMMON, *overrides], return_hydra_config=True
         )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / name)
         del cfg["hydra"]
+        if edit is not None:
+            edit(cfg)
     return run(cfg)
 
 
@@ -106,6 +116,7 @@ def collect(out: Path) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of rows that share their keys (the first row's give the columns)."""
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]

@@ -124,6 +124,21 @@ def planted_csv(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def sst2_like(tmp_path: Path) -> Path:
+    """An SST-2-shaped CSV folder (48 / 16 / 16 sentences, one cue word decides each label):
+    for scripts that run whole tables (tests/scripts, tests/hf/test_finetune_real.py)."""
+    words = {"positive": ["great", "fun", "moving"], "negative": ["dull", "bad", "flat"]}
+    root = tmp_path / "sst2"
+    root.mkdir()
+    for split, n in (("train", 48), ("validation", 16), ("test", 16)):
+        labels = [("positive", "negative")[i % 2] for i in range(n)]
+        rows = [(f"a {words[y][i % 3]} film number {i}", y) for i, y in enumerate(labels)]
+        with (root / f"{split}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([("text", "label"), *rows])
+    return root
+
+
+@pytest.fixture
 def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """train_cli("-m", "model=a,b") runs `python train.py` in a subprocess, tiny and with its
     logs under tmp_path/logs; returns the finished process (stdout and stderr as text)."""

@@ -1,5 +1,6 @@
 """`run(cfg)`: the one place that ties data, model, trainer and evaluation together."""
 
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -145,11 +146,19 @@ def _fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - started, 2),
         "run_dir": str(out_dir),
         "disk_bytes": disk_bytes(out_dir),
+        "peak_rss_mb": peak_rss_mb(),
     }
     write_json(out_dir / METRICS_FILE, result)
     finish_wandb()
-    log.info(f"params: {result['params']}; run dir: {out_dir}")
+    log.info(f"params: {result['params']}; peak RSS {result['peak_rss_mb']} MB; run dir: {out_dir}")
     return result
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MB (`ru_maxrss`, KiB on Linux): what a
+    run needs in RAM, weights, activations and optimizer state together. A high-water mark of
+    the whole process, so runs sharing one process (a sweep, a script) report the largest yet."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def disk_bytes(run_dir: Path) -> int:

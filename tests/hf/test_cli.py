@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from lm_lab.build import load_module
+from lm_lab.build import build_module, load_module
+from lm_lab.hf.configure import use_pretrained
 from lm_lab.hf.load import load_language_model
 from lm_lab.train import build_datamodule
 from lm_lab.train import run as train
@@ -350,3 +351,15 @@ def test_a_hub_id_not_in_the_cache_fails_in_one_line(hf_compose, monkeypatch, tm
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     with pytest.raises(ConfigError, match="not found on the Hugging Face Hub or in its cache"):
         train(hf_compose("init_from=no-such-org/no-such-model"))
+
+
+def test_gradient_checkpointing_reaches_an_imported_model(hf_compose, hf_dirs):
+    """model.gradient_checkpointing is one of the keys an init_from=<hf dir> run still takes:
+    the model group is replaced by config.json, the override survives into the built encoder."""
+    cfg = hf_compose(
+        "task=classify", f"init_from={hf_dirs['llama']}", "model.gradient_checkpointing=true"
+    )
+    pretrained = use_pretrained(cfg)
+    module = build_module(cfg, pretrained.tokenizer(), ["neg", "pos"])
+    assert cfg.model.n_kv_heads is not None  # the folder's model, not conf/model
+    assert module.backbone.encoder.gradient_checkpointing

@@ -4,6 +4,7 @@ previous checkpoints as they were), and metrics.json says what the run dir costs
 import errno
 import json
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,11 @@ def test_run_checkpoint_reads_the_state_lightnings_class_saved():
             "'every_n_epochs': 1, 'train_time_interval': None}"
         )
     )
+
+
+def test_metrics_json_reports_peak_rss(lm_run):
+    """peak_rss_mb: this process's ru_maxrss (KiB on Linux) in MB when the run ended: at least
+    what torch alone takes (> 100 MB), never above the high-water mark read now."""
+    result = json.loads((lm_run[0] / "metrics.json").read_text())
+    now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert 100 < result["peak_rss_mb"] <= now + 0.1

@@ -36,6 +36,12 @@ def test_ckpt_path_may_change_dropout_only(lm_run, compose):
     validate_config(compose(*lm_run[1], "model.dropout=0.3", f"ckpt_path={last}"))
 
 
+def test_ckpt_path_may_change_gradient_checkpointing(lm_run, compose):
+    """Recomputing activations changes no weight: a resumed run may turn it on."""
+    last = lm_run[0] / "checkpoints" / "last.ckpt"
+    validate_config(compose(*lm_run[1], "model.gradient_checkpointing=true", f"ckpt_path={last}"))
+
+
 def test_ckpt_path_of_a_weights_only_best_ckpt_points_to_last(lm_run, compose):
     best = lm_run[0] / "checkpoints" / "best.ckpt"
     with pytest.raises(ConfigError, match=rf"^ckpt_path={best}: holds the weights only"):

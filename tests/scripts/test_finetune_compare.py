@@ -1,6 +1,5 @@
 """scripts/finetune_compare.py end to end on a tiny SST-2-shaped CSV: the table, and LM reuse."""
 
-import csv
 import importlib.util
 import json
 import sys
@@ -9,7 +8,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-WORDS = {"positive": ["great", "fun", "moving"], "negative": ["dull", "bad", "flat"]}
 
 
 @pytest.fixture
@@ -20,20 +18,6 @@ def compare():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def sst2_like(tmp_path: Path) -> Path:
-    root = tmp_path / "sst2"
-    root.mkdir()
-    for split, n in (("train", 48), ("validation", 16), ("test", 16)):
-        with (root / f"{split}.csv").open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["text", "label"])
-            for i in range(n):
-                label = ("positive", "negative")[i % 2]
-                writer.writerow([f"a {WORDS[label][i % 3]} film number {i}", label])
-    return root
 
 
 def run(compare, monkeypatch, out: Path, data: Path, strategies: list[str]) -> list[dict]:

@@ -190,7 +190,9 @@ def _checkpoints_fit_the_run(cfg: DictConfig) -> None:
                 f"ckpt_path={ckpt_path}: a task={task} checkpoint cannot continue as "
                 f"task={cfg.task.name}; start from its backbone with init_from={ckpt_path}"
             )
-        check_architecture(cfg.model, ckpt, ckpt_path, key="ckpt_path", free=("dropout",))
+        check_architecture(
+            cfg.model, ckpt, ckpt_path, key="ckpt_path", free=("dropout", "gradient_checkpointing")
+        )
         if cfg.get("train", True) and "optimizer_states" not in ckpt:
             raise ConfigError(
                 f"ckpt_path={ckpt_path}: holds the weights only (best.ckpt does), not the "

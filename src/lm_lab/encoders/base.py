@@ -3,7 +3,9 @@
 from abc import ABC, abstractmethod
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lm_lab.encoders.positions import token_positions
 
@@ -52,16 +54,25 @@ class Encoder(nn.Module, ABC):
 class LayerStack(Encoder):
     """An encoder made of an optional input encoding `pos` (added to x, None for none) and
     `layers`, each with `forward(x, pad_mask, causal)` and `step(x, state, offset, n_pad)`:
-    the Transformer, BiLSTM and hybrid encoders differ only in what they stack."""
+    the Transformer, BiLSTM and hybrid encoders differ only in what they stack.
+
+    `gradient_checkpointing` (`model.gradient_checkpointing`) trades compute for memory: while
+    training with gradients on, each layer keeps only its input and recomputes its activations
+    in backward; eval, generation and `forward_step` never recompute."""
 
     pos: nn.Module | None
     layers: nn.ModuleList
+    gradient_checkpointing: bool = False
 
     def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         if self.pos is not None:
             x = self.pos(x)  # (B, T, D)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, pad_mask, causal)  # (B, T, D)
+            if recompute:  # RNG state is replayed, so dropout masks match the first pass
+                x = checkpoint(layer, x, pad_mask, causal, use_reentrant=False)  # (B, T, D)
+            else:
+                x = layer(x, pad_mask, causal)  # (B, T, D)
         return x
 
     def forward_step(

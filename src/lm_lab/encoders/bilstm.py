@@ -15,8 +15,10 @@ class BiLSTMEncoder(LayerStack):
         n_layers: int = 2,
         dropout: float = 0.1,
         bidirectional: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         self.d_model = d_model
         self.max_len = None
         self.pos = None  # order comes from the recurrence

@@ -44,8 +44,10 @@ class CNNEncoder(LayerStack):
         n_layers: int = 1,
         kernel_sizes: tuple[int, ...] = (1, 2, 3, 4, 5),
         dropout: float = 0.1,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         if not kernel_sizes or min(kernel_sizes) < 1:
             raise ValueError(f"model.kernel_sizes={list(kernel_sizes)}: give widths >= 1")
         self.d_model, self.max_len, self.pos = d_model, None, None  # no positions: n-grams

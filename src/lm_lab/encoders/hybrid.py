@@ -27,8 +27,10 @@ class HybridEncoder(LayerStack):
         positions: str = "none",
         max_len: int = 512,
         bidirectional: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         if not pattern or set(pattern) - LAYER_KINDS.keys():
             kinds = ", ".join(f"{letter} = {kind}" for letter, kind in LAYER_KINDS.items())
             raise ValueError(f"model.pattern={pattern!r} must be a non-empty string of {kinds}")

@@ -107,8 +107,10 @@ class TransformerEncoder(LayerStack):
         rope_scaling: dict[str, Any] | None = None,
         rotary_fraction: float = 1.0,
         tie_embeddings: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         self.d_model = d_model
         self.max_len = max_len if positions == "learned" else None
         self.norm_kind, self.norm_eps = norm, norm_eps

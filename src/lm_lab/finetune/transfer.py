@@ -1,8 +1,9 @@
 """`init_from`: start a model from the backbone (embed + encoder + norm) of an lm_lab checkpoint.
 
 The checkpoint's tokenizer comes along (token ids only mean something with it), and the run's
-model config must describe the same architecture; dropout and `bidirectional` may differ (a causal
-LM has no backward LSTMs: a bidirectional classifier starts them new).
+model config must describe the same architecture; dropout, gradient checkpointing and
+`bidirectional` may differ (a causal LM has no backward LSTMs: a bidirectional classifier starts
+them new).
 """
 
 from collections import Counter
@@ -20,7 +21,8 @@ from lm_lab.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-FREE_KEYS = ("dropout", "bidirectional")  # may differ between pretraining and fine-tuning
+# may differ between pretraining and fine-tuning (no weight depends on them)
+FREE_KEYS = ("dropout", "bidirectional", "gradient_checkpointing")
 
 
 def pretrained_tokenizer(cfg: DictConfig) -> Tokenizer | None:

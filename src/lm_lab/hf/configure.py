@@ -1,5 +1,6 @@
 """`init_from=<hf dir>` in a training run: the folder's config.json replaces the run's model
-group and its tokenizer replaces the run's; only `model.dropout` may still be set."""
+group and its tokenizer replaces the run's; only `model.dropout` and
+`model.gradient_checkpointing` may still be set."""
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -11,7 +12,7 @@ from lm_lab.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-FREE_MODEL_KEYS = ("dropout",)  # change no weight's shape or meaning
+FREE_MODEL_KEYS = ("dropout", "gradient_checkpointing")  # change no weight's shape or meaning
 
 
 def model_overrides() -> list[str]:
