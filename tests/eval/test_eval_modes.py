@@ -55,16 +55,15 @@ def test_icl_mode_writes_a_k_shot_table_and_curve(compose, tmp_path, lm_checkpoi
         lm_checkpoint,
         "mode=icl",
         "split=validation",
-        "icl.shots=[0,1,4]",
+        "icl.shots=[0,1]",
         "icl.seeds=2",
         "icl.max_queries=6",
         "icl.calibrate=true",
     )
     result = evaluate(cfg)
-    assert [row["k"] for row in result["rows"]] == [0, 1, 4]
+    assert [row["k"] for row in result["rows"]] == [0, 1]
     assert all(0 <= row["acc_calib_mean"] <= 1 for row in result["rows"])
     assert all(0 <= row["acc_mean"] <= 1 and row["queries"] == 6 for row in result["rows"])
-    assert result["rows"][2]["demos_dropped"] > 0  # 4 demos never fit in 32 tokens
     out = tmp_path / "eval"
     assert (out / "icl_kshot.png").stat().st_size > 0 and "acc_norm_mean" in (
         out / "icl.md"

@@ -88,4 +88,6 @@ class LSTMLayer(nn.Module):
 
     @staticmethod
     def repeat_state(state: LSTMState, n: int) -> LSTMState:
-        return tuple(t.expand(-1, n, -1).contiguous() for t in state)  # (1, n, D): cuDNN wants it dense
+        return tuple(
+            t.expand(-1, n, -1).contiguous() for t in state
+        )  # (1, n, D): cuDNN wants it dense

@@ -161,7 +161,9 @@ class Prompter:
         queries = []
         for text in texts:
             whole = render(
-                self.chat_template, [*turns, {"role": "user", "content": template.query(text)}], specials
+                self.chat_template,
+                [*turns, {"role": "user", "content": template.query(text)}],
+                specials,
             )
             if not whole.startswith(head):
                 raise ConfigError(
@@ -227,7 +229,9 @@ def label_logprobs(
     for i, query in enumerate(queries):
         for j, cont in enumerate(conts):
             row = rows.setdefault((*query, *cont[:-1]), len(rows))
-            targets += [(i * len(conts) + j, row, len(query) - 1 + n, t) for n, t in enumerate(cont)]
+            targets += [
+                (i * len(conts) + j, row, len(query) - 1 + n, t) for n, t in enumerate(cont)
+            ]
     unique = list(rows)
     order = sorted(range(len(unique)), key=lambda r: len(unique[r]))
     rank = torch.empty(len(unique), dtype=torch.long)
@@ -301,7 +305,9 @@ def evaluate_shots(
     extra = [] if content_free is None else [content_free]
     prompts = prompter.prompts(demos, texts + extra)
     check_fits(prompts, conts, k, budget)
-    scores = label_logprobs(scorer(prompts.prefix), prompts.queries, conts, tokenizer.pad_id, batch_size)
+    scores = label_logprobs(
+        scorer(prompts.prefix), prompts.queries, conts, tokenizer.pad_id, batch_size
+    )
     chars = [len(prompter.continuation(label)) for label in labels]
     by_sum, by_char = predictions(scores[: len(texts)], chars, labels)
     gold = [label for _, label in queries]
@@ -323,7 +329,7 @@ def summarise(k: int, cells: list[dict[str, float]], n_queries: int) -> dict[str
         values = [c[key] for c in cells]
         row[f"{key}_mean"] = statistics.fmean(values)
         row[f"{key}_std"] = statistics.pstdev(values)
-    row["demos_dropped"] = sum(c["demos_dropped"] for c in cells)
+    row["prefix_tokens"] = round(statistics.fmean(c["prefix_tokens"] for c in cells))
     return row
 
 
@@ -365,6 +371,25 @@ def context_budget(module: TaskModule, saved: DictConfig, context: int | None) -
     return max_len or int(saved.data.block_size)
 
 
+def chat_template(module: TaskModule, icl: DictConfig) -> str | None:
+    """The model's chat template for icl.chat=true (None: plain-text prompts)."""
+    if not icl.chat:
+        return None
+    if module.tokenizer.chat_template is None:
+        raise ConfigError(
+            "icl.chat=true: the model has no chat template (chat_template in "
+            "tokenizer_config.json, or chat_template.jinja); drop it to prompt in plain text"
+        )
+    return module.tokenizer.chat_template
+
+
+def scorer_for(module: LanguageModel, prefix_cache: bool) -> Scorer:
+    """Prefix-cached scoring where the encoder encodes incrementally, else whole prompts."""
+    if prefix_cache and module.backbone.encoder.incremental:
+        return lambda prefix: prefix_cached(module, prefix)
+    return lambda prefix: whole_prompt(lm_logits(module), prefix)
+
+
 def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig) -> dict:
     """`python eval.py mode=icl ...`: a k-shot table over seeds, as JSON, markdown and PNG."""
     icl = cfg.icl
@@ -386,15 +411,16 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     random.Random(icl.query_seed).shuffle(queries)
     queries = queries[: icl.max_queries]
     budget = context_budget(module, saved, icl.context)
-    budget -= max(len(module.tokenizer.encode(template.continuation(lab))) for _, lab in pool)
-    logits_fn = module.eval()
+    prompter = Prompter(
+        template, module.tokenizer, chat_template(module, icl), icl.chat_instruction
+    )
+    scorer = scorer_for(module.eval(), icl.prefix_cache)
     rows = []
     for k in icl.shots:
         cells = [
             evaluate_shots(
-                logits_fn,
-                module.tokenizer,
-                template,
+                scorer,
+                prompter,
                 pool,
                 queries,
                 k,
@@ -414,8 +440,6 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     curves = ("acc", "acc_norm", "acc_calib") if icl.calibrate else ("acc", "acc_norm")
     save_curve(out_dir / "icl_kshot.png", rows, "k", curves, "demonstrations k")
     log.info(table)
-    if any(r["demos_dropped"] for r in rows):
-        log.info(f"demos that did not fit in {budget} prompt tokens were dropped (counted)")
     return {
         "mode": "icl",
         "rows": rows,
