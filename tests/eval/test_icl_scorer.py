@@ -116,6 +116,8 @@ def test_shots_that_do_not_fit_the_context_fail_in_one_line():
     check_fits(prompts, [TOK.encode("ab")], 2, budget=17)  # prefix 11 + query 4 + label 2
     with pytest.raises(ConfigError, match="icl.shots: k=2 demonstrations take 11 tokens"):
         check_fits(prompts, [TOK.encode("ab")], 2, budget=16)
+    with pytest.raises(ConfigError, match="query with its label takes 6 tokens, more than the 5"):
+        check_fits(PROMPTER.prompts([], ["xyz"]), [TOK.encode("ab")], 0, budget=5)
 
 
 def test_template_without_a_final_label_fails_fast():

@@ -273,13 +273,20 @@ def check_fits(prompts: Prompts, conts: list[list[int]], k: int, budget: int) ->
     """Every query must be read whole after all k demonstrations: a prompt cut to fit would
     score a different k than the table's row says."""
     longest = max(map(len, prompts.queries)) + max(map(len, conts))
-    if len(prompts.prefix) + longest > budget:
+    if len(prompts.prefix) + longest <= budget:
+        return
+    if k == 0:
         raise ConfigError(
-            f"icl.shots: k={k} demonstrations take {len(prompts.prefix)} tokens and the longest "
-            f"query with its label {longest}, more than the {budget}-token context (icl.context, "
-            "else the model's max_len or trained block_size); use fewer shots, or a larger "
-            "icl.context if the model reads that far"
+            f"icl.shots: the longest query with its label takes {longest} tokens, more than the "
+            f"{budget}-token context (icl.context, else the model's max_len or trained "
+            "block_size): this model cannot read these texts whole"
         )
+    raise ConfigError(
+        f"icl.shots: k={k} demonstrations take {len(prompts.prefix)} tokens and the longest "
+        f"query with its label {longest}, more than the {budget}-token context (icl.context, "
+        "else the model's max_len or trained block_size); use fewer shots, or a larger "
+        "icl.context if the model reads that far"
+    )
 
 
 def evaluate_shots(
