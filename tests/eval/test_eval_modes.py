@@ -26,7 +26,7 @@ def write_sentiment_csv(folder: Path) -> None:
 
 @pytest.fixture
 def lm_checkpoint(compose, tmp_path) -> Path:
-    """A char-level LM with learned positions (max_len 32 = block_size), trained a few steps."""
+    """A char-level LM with learned positions (max_len 128 = block_size), trained a few steps."""
     write_sentiment_csv(tmp_path / "data")
     cfg = compose(
         "task=generate",
@@ -35,7 +35,8 @@ def lm_checkpoint(compose, tmp_path) -> Path:
         "tokenizer=char",
         "model.n_layers=1",
         "model.positions=learned",
-        "model.max_len=32",
+        "model.max_len=128",
+        "data.block_size=128",
         "trainer.limit_train_batches=4",
     )
     train(cfg)
@@ -55,16 +56,15 @@ def test_icl_mode_writes_a_k_shot_table_and_curve(compose, tmp_path, lm_checkpoi
         lm_checkpoint,
         "mode=icl",
         "split=validation",
-        "icl.shots=[0,1,4]",
+        "icl.shots=[0,1]",
         "icl.seeds=2",
         "icl.max_queries=6",
         "icl.calibrate=true",
     )
     result = evaluate(cfg)
-    assert [row["k"] for row in result["rows"]] == [0, 1, 4]
+    assert [row["k"] for row in result["rows"]] == [0, 1]
     assert all(0 <= row["acc_calib_mean"] <= 1 for row in result["rows"])
     assert all(0 <= row["acc_mean"] <= 1 and row["queries"] == 6 for row in result["rows"])
-    assert result["rows"][2]["demos_dropped"] > 0  # 4 demos never fit in 32 tokens
     out = tmp_path / "eval"
     assert (out / "icl_kshot.png").stat().st_size > 0 and "acc_norm_mean" in (
         out / "icl.md"
@@ -75,7 +75,7 @@ def test_icl_mode_writes_a_k_shot_table_and_curve(compose, tmp_path, lm_checkpoi
 def test_length_mode_reports_learned_positions_beyond_max_len_as_unsupported(
     compose, tmp_path, lm_checkpoint
 ):
-    cfg = eval_config(compose, tmp_path, lm_checkpoint, "mode=length", "eval_lengths=[16,64]")
+    cfg = eval_config(compose, tmp_path, lm_checkpoint, "mode=length", "eval_lengths=[16,256]")
     rows = evaluate(cfg)["rows"]
     assert rows[0]["ppl"] > 1 and 0 <= rows[0]["induction_acc"] <= 1
     assert rows[1]["ppl"] is None and "not supported" in rows[1]["note"]

@@ -28,6 +28,7 @@ class Encoder(nn.Module, ABC):
 
     d_model: int
     max_len: int | None
+    incremental: bool = True  # has a working `forward_step` (generation, prefix-cached scoring)
 
     def final_norm(self) -> nn.Module:
         """The norm the Backbone applies to the encoder's output; encoders with a choice of norm
@@ -85,3 +86,8 @@ class LayerStack(Encoder):
             x, layer_state = layer.step(x, layer_state, offset, n_pad)  # (B, t, D)
             new_state.append(layer_state)
         return x, new_state
+
+    def repeat_state(self, state: State, n: int) -> State:
+        """A one-row state (after a shared prompt prefix) for a batch of n rows that continue
+        it: each layer expands its own tensors along their batch dimension, without a copy."""
+        return [layer.repeat_state(s, n) for layer, s in zip(self.layers, state, strict=True)]

@@ -51,6 +51,7 @@ class CNNEncoder(LayerStack):
         if not kernel_sizes or min(kernel_sizes) < 1:
             raise ValueError(f"model.kernel_sizes={list(kernel_sizes)}: give widths >= 1")
         self.d_model, self.max_len, self.pos = d_model, None, None  # no positions: n-grams
+        self.incremental = False
         self.layers = nn.ModuleList(
             ConvBlock(d_model, tuple(kernel_sizes), dropout) for _ in range(n_layers)
         )

@@ -85,3 +85,9 @@ class LSTMLayer(nn.Module):
         else:
             y, state = self.fwd(h, state)  # (B, t, D)
         return x + self.drop(y), state
+
+    @staticmethod
+    def repeat_state(state: LSTMState, n: int) -> LSTMState:
+        return tuple(
+            t.expand(-1, n, -1).contiguous() for t in state
+        )  # (1, n, D): cuDNN wants it dense

@@ -63,6 +63,10 @@ class TransformerBlock(nn.Module):
         y, cache = self.attn.step(self.ln1(x), cache, offset, n_pad)
         return self._mlp(x, y), cache  # (B, t, D)
 
+    @staticmethod
+    def repeat_state(cache: KVCache, n: int) -> KVCache:
+        return tuple(t.expand(n, -1, -1, -1) for t in cache)  # (n, Hkv, S, Dh) each
+
     def _mlp(self, x: Tensor, attended: Tensor) -> Tensor:
         """The residual sum of the block's input x and its attention output (B, T, D) each."""
         if self.mlp is None:

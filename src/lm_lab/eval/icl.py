@@ -21,11 +21,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from lm_lab.data.chat import render
 from lm_lab.data.classification import label_names_of
 from lm_lab.data.split import Split
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.eval.curves import save_curve
 from lm_lab.tasks.base import TaskModule
+from lm_lab.tasks.language_model import LanguageModel
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 from lm_lab.utils.markdown import markdown_table
@@ -33,7 +35,8 @@ from lm_lab.utils.markdown import markdown_table
 log = get_logger(__name__)
 
 Example = tuple[str, str]  # (text, label name)
-LogitsFn = Callable[[Tensor], Tensor]  # input ids (B, T) -> next-token logits (B, T, V)
+LogitsFn = Callable[[Tensor, int], Tensor]  # ids (B, T), start -> logits (B, T - start, V)
+RowLogits = Callable[[Tensor], Tensor]  # ids (B, t) after a shared prefix -> logits (B, t, V)
 
 
 @dataclass
@@ -82,113 +85,213 @@ def sample_demos(
     groups: list[list[int]],
     k: int,
     rng: random.Random,
-    query_text: str,
+    exclude: set[str],
 ) -> list[Example]:
-    """k examples of `pool`, never one whose text is the query's; the slots cycle through the
-    groups (labels, when balanced) in a random order, so each gets k / n_groups of them."""
+    """k examples of `pool`, none whose text is in `exclude` (the queries: a query must not be
+    answered by its own demonstration); the slots cycle through the groups (labels, when
+    balanced) in a random order, so each gets k / n_groups of them."""
     if k == 0:
         return []
     order = rng.sample(groups, len(groups))
     chosen: list[int] = []
     for slot in range(k):
         group = order[slot % len(order)]
-        for _ in range(100):  # rejection: repeats and the query itself are rare in a large pool
+        for _ in range(100):  # rejection: repeats and query texts are rare in a large pool
             i = group[rng.randrange(len(group))]
-            if i not in chosen and pool[i][0] != query_text:
+            if i not in chosen and pool[i][0] not in exclude:
                 chosen.append(i)
                 break
     rng.shuffle(chosen)
     return [pool[i] for i in chosen]
 
 
-def build_prompt(
-    template: PromptTemplate,
-    tokenizer: Tokenizer,
-    demos: list[Example],
-    query_text: str,
-    budget: int,
-) -> tuple[list[int], int]:
-    """Prompt ids and the number of demos dropped (oldest first) to fit `budget` tokens; a
-    query that alone exceeds the budget keeps its last tokens. A pretrained model's BOS (if it
-    wants one) leads."""
-    bos = tokenizer.bos_ids
-    budget -= len(bos)
-    sep = tokenizer.encode(template.separator)
-    head = [tokenizer.encode(template.instruction)] if template.instruction else []
-    shown = [tokenizer.encode(template.render(text, label)) for text, label in demos]
-    query = tokenizer.encode(template.query(query_text))
-    dropped = 0
-    while True:
-        pieces = head + shown[dropped:] + [query]
-        ids = [t for piece in pieces for t in (*piece, *sep)][: -len(sep) or None]
-        if len(ids) <= budget or dropped == len(shown):
-            return bos + ids[-budget:], dropped
-        dropped += 1
+@dataclass
+class Prompts:
+    """One (k, seed) cell's prompts as ids: `prefix`, the instruction and the demonstrations
+    every query shares, then each query's own ids (prefix + query is the whole prompt)."""
+
+    prefix: list[int]
+    queries: list[list[int]]
+
+
+class Prompter:
+    """Demonstrations and queries as ids. Plain: the template's text, pieces joined by its
+    separator, a pretrained model's BOS first. Chat (`chat_template` given): the instruction as
+    the system message, each demonstration a user turn answered by its verbalizer, the query the
+    last user turn, rendered as the model was instruction-tuned to read a conversation.
+
+    Pieces are encoded one by one, so the prefix's ids are the same whatever follows them: what
+    lets every query continue one cached prefix and still score exactly the whole prompt."""
+
+    def __init__(
+        self,
+        template: PromptTemplate,
+        tokenizer: Tokenizer,
+        chat_template: str | None = None,
+        instruction: str = "",
+    ) -> None:
+        self.template, self.tokenizer, self.chat_template = template, tokenizer, chat_template
+        self.instruction = instruction or template.instruction
+
+    def continuation(self, label: str) -> str:
+        """What is scored after a prompt: " positive" in plain text, "positive" as a reply."""
+        if self.chat_template is None:
+            return self.template.continuation(label)
+        return self.template.word(label)
+
+    def prompts(self, demos: list[Example], texts: list[str]) -> Prompts:
+        if self.chat_template is not None:
+            return self._chat(demos, texts)
+        encode, template = self.tokenizer.encode, self.template
+        sep = encode(template.separator)
+        pieces = [encode(self.instruction)] if self.instruction else []
+        pieces += [encode(template.render(text, label)) for text, label in demos]
+        prefix = self.tokenizer.bos_ids + [t for piece in pieces for t in (*piece, *sep)]
+        return Prompts(prefix, [encode(template.query(text)) for text in texts])
+
+    def _chat(self, demos: list[Example], texts: list[str]) -> Prompts:
+        template, specials = self.template, self.tokenizer.special_tokens
+        turns = [{"role": "system", "content": self.instruction}] if self.instruction else []
+        for text, label in demos:
+            turns += [
+                {"role": "user", "content": template.query(text)},
+                {"role": "assistant", "content": template.word(label)},
+            ]
+        head = render(self.chat_template, turns, specials, False) if turns else ""
+        queries = []
+        for text in texts:
+            whole = render(
+                self.chat_template,
+                [*turns, {"role": "user", "content": template.query(text)}],
+                specials,
+            )
+            if not whole.startswith(head):
+                raise ConfigError(
+                    "icl.chat=true: the chat template renders the earlier turns differently once "
+                    "a turn follows them, so the demonstrations cannot be a shared prefix; use "
+                    "icl.chat=false"
+                )
+            queries.append(self.tokenizer.encode(whole[len(head) :]))
+        return Prompts(self.tokenizer.encode(head), queries)
+
+
+def whole_prompt(logits_fn: LogitsFn, prefix: list[int]) -> RowLogits:
+    """Rows scored by running prefix + row in full each time: the reference the cache must
+    equal, and the way for an encoder without incremental encoding (model=cnn)."""
+    head = torch.tensor(prefix, dtype=torch.long)  # (P,)
+
+    def run(rows: Tensor) -> Tensor:
+        ids = torch.cat([head.expand(len(rows), -1), rows], 1)  # (B, P + t)
+        return logits_fn(ids, len(prefix))  # (B, t, V)
+
+    return run
+
+
+def prefix_cached(model: LanguageModel, prefix: list[int]) -> RowLogits:
+    """The prefix is encoded once (one row); every batch of rows continues from its state, so
+    k demonstrations cost once per cell instead of once per query and label."""
+    if not prefix:
+        return whole_prompt(lm_logits(model), prefix)
+    device = model.backbone.embed.weight.device
+    _, state = model.step(torch.tensor([prefix], device=device), None, 0)
+    encoder = model.backbone.encoder
+
+    def run(rows: Tensor) -> Tensor:
+        batch_state = encoder.repeat_state(state, len(rows))
+        return model.step(rows.to(device), batch_state, len(prefix))[0]  # (B, t, V)
+
+    return run
+
+
+def lm_logits(model: LanguageModel) -> LogitsFn:
+    """A language model's logits from position `start` on; the vocabulary projection of the
+    prefix positions, never scored, is skipped (at 49 K words it is most of the memory)."""
+    device = model.backbone.embed.weight.device
+    return lambda ids, start: model.head(model.backbone(ids.to(device), causal=True)[:, start:])
 
 
 @torch.no_grad()
-def continuation_logprobs(
-    logits_fn: LogitsFn,
-    prompts: list[list[int]],
-    continuations: list[list[int]],
+def label_logprobs(
+    row_logits: RowLogits,
+    queries: list[list[int]],
+    conts: list[list[int]],
     pad_id: int,
     batch_size: int = 32,
 ) -> Tensor:
-    """Summed log-prob of each continuation after its prompt: (N,). Sequences are right-padded,
-    which a causal model never sees from the positions that are scored."""
-    scores = []
-    for start in range(0, len(prompts), batch_size):
-        batch = slice(start, start + batch_size)
-        pairs = list(zip(prompts[batch], continuations[batch], strict=True))
-        T = max(len(p) + len(c) for p, c in pairs) - 1
-        ids = torch.full((len(pairs), T + 1), pad_id, dtype=torch.long)  # (B, T + 1)
-        mask = torch.zeros(len(pairs), T, dtype=torch.bool)  # (B, T): scored targets
-        for r, (prompt, cont) in enumerate(pairs):
-            ids[r, : len(prompt) + len(cont)] = torch.tensor(prompt + cont)
-            mask[r, len(prompt) - 1 : len(prompt) + len(cont) - 1] = True
-        logp = F.log_softmax(logits_fn(ids[:, :-1]).float(), dim=-1)  # (B, T, V)
-        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T)
-        scores.append((token_logp * mask).sum(1))
-    return torch.cat(scores)
+    """Summed log-prob of each continuation after each query (and the shared prefix): (N, L).
+
+    A row is a query plus all but the last token of one continuation; labels whose
+    continuations agree up to their last token share a row (single-token verbalizers: one row
+    per query, the label tokens all read at the query's last position). Rows are sorted by
+    length and right-padded, which a causal model never sees from the positions scored."""
+    rows: dict[tuple[int, ...], int] = {}
+    targets = []  # (pair = query * L + label, row, position in the row, token)
+    for i, query in enumerate(queries):
+        for j, cont in enumerate(conts):
+            row = rows.setdefault((*query, *cont[:-1]), len(rows))
+            targets += [
+                (i * len(conts) + j, row, len(query) - 1 + n, t) for n, t in enumerate(cont)
+            ]
+    unique = list(rows)
+    order = sorted(range(len(unique)), key=lambda r: len(unique[r]))
+    rank = torch.empty(len(unique), dtype=torch.long)
+    rank[order] = torch.arange(len(unique))  # row -> its place in the sorted order
+    pair, row, pos, token = torch.tensor(targets, dtype=torch.long).reshape(-1, 4).T
+    row = rank[row]
+    scores = torch.zeros(len(queries) * len(conts))  # (N * L,)
+    for start in range(0, len(unique), batch_size):
+        batch = [unique[r] for r in order[start : start + batch_size]]
+        ids = torch.full((len(batch), len(batch[-1])), pad_id, dtype=torch.long)  # (B, t)
+        for r, seq in enumerate(batch):
+            ids[r, : len(seq)] = torch.tensor(seq)
+        logp = F.log_softmax(row_logits(ids).float(), dim=-1).cpu()  # (B, t, V)
+        here = (row >= start) & (row < start + len(batch))
+        scores.index_add_(0, pair[here], logp[row[here] - start, pos[here], token[here]])
+    return scores.view(len(queries), len(conts))  # (N, L)
 
 
-def label_scores(
-    logits_fn: LogitsFn,
-    tokenizer: Tokenizer,
-    template: PromptTemplate,
-    labels: list[str],
-    prompts: list[list[int]],
-    batch_size: int = 32,
-) -> Tensor:
-    """Summed log-prob of each label's verbalizer after each prompt: (N, L)."""
-    conts = [tokenizer.encode(template.continuation(label)) for label in labels]
-    flat_prompts = [p for p in prompts for _ in labels]
-    return continuation_logprobs(
-        logits_fn, flat_prompts, conts * len(prompts), tokenizer.pad_id, batch_size
-    ).view(len(prompts), len(labels))  # (N, L)
-
-
-def predictions(
-    scores: Tensor, template: PromptTemplate, labels: list[str]
-) -> tuple[list[str], list[str]]:
-    """(N, L) scores -> labels by summed log-prob and by log-prob per character."""
-    chars = torch.tensor([len(template.continuation(label)) for label in labels])  # (L,)
+def predictions(scores: Tensor, chars: list[int], labels: list[str]) -> tuple[list[str], list[str]]:
+    """(N, L) scores -> labels by summed log-prob and by log-prob per character of each
+    label's continuation (`chars`)."""
+    per_char = scores / torch.tensor(chars)  # (N, L)
     by_sum = [labels[i] for i in scores.argmax(1).tolist()]
-    by_char = [labels[i] for i in (scores / chars).argmax(1).tolist()]
+    by_char = [labels[i] for i in per_char.argmax(1).tolist()]
     return by_sum, by_char
 
 
 def calibrated(scores: Tensor, content_free: Tensor) -> Tensor:
     """Contextual calibration (Zhao et al., 2021): divide each prompt's label distribution by
     the one the same demos give a content-free query, so a label the prompt favours whatever
-    the input stops winning by default. Label indices (N,), from (N, L) scores each."""
+    the input stops winning by default. Label indices (N,), from (N, L) and (L,) scores."""
     return (scores.log_softmax(-1) - content_free.log_softmax(-1)).argmax(-1)
 
 
+Scorer = Callable[[list[int]], RowLogits]  # a cell's prefix -> how its rows get their logits
+
+
+def check_fits(prompts: Prompts, conts: list[list[int]], k: int, budget: int) -> None:
+    """Every query must be read whole after all k demonstrations: a prompt cut to fit would
+    score a different k than the table's row says."""
+    longest = max(map(len, prompts.queries)) + max(map(len, conts))
+    if len(prompts.prefix) + longest <= budget:
+        return
+    if k == 0:
+        raise ConfigError(
+            f"icl.shots: the longest query with its label takes {longest} tokens, more than the "
+            f"{budget}-token context (icl.context, else the model's max_len or trained "
+            "block_size): this model cannot read these texts whole"
+        )
+    raise ConfigError(
+        f"icl.shots: k={k} demonstrations take {len(prompts.prefix)} tokens and the longest "
+        f"query with its label {longest}, more than the {budget}-token context (icl.context, "
+        "else the model's max_len or trained block_size); use fewer shots, or a larger "
+        "icl.context if the model reads that far"
+    )
+
+
 def evaluate_shots(
-    logits_fn: LogitsFn,
-    tokenizer: Tokenizer,
-    template: PromptTemplate,
+    scorer: Scorer,
+    prompter: Prompter,
     pool: list[Example],
     queries: list[Example],
     k: int,
@@ -198,26 +301,28 @@ def evaluate_shots(
     batch_size: int = 32,
     content_free: str | None = None,
 ) -> dict[str, float]:
-    """acc, acc_norm and dropped demos of one (k, seed) cell; with `content_free` (e.g. "N/A")
-    also acc_calib, each prompt calibrated by that text under the same demos."""
+    """acc and acc_norm of one (k, seed) cell: one draw of k demonstrations shared by every
+    query (encoded once); with `content_free` (e.g. "N/A") also acc_calib, every query
+    calibrated by that text under the same demos."""
     labels = sorted({label for _, label in pool})
-    rng, groups = random.Random(seed), label_groups(pool, balanced)
-    prompts, neutral, dropped = [], [], 0
-    for text, _ in queries:
-        demos = sample_demos(pool, groups, k, rng, text)
-        ids, n = build_prompt(template, tokenizer, demos, text, budget)
-        prompts.append(ids)
-        dropped += n
-        if content_free is not None:
-            neutral.append(build_prompt(template, tokenizer, demos, content_free, budget)[0])
-    scores = label_scores(logits_fn, tokenizer, template, labels, prompts, batch_size)
-    by_sum, by_char = predictions(scores, template, labels)
+    tokenizer = prompter.tokenizer
+    conts = [tokenizer.encode(prompter.continuation(label)) for label in labels]
+    texts = [text for text, _ in queries]
+    demos = sample_demos(pool, label_groups(pool, balanced), k, random.Random(seed), set(texts))
+    extra = [] if content_free is None else [content_free]
+    prompts = prompter.prompts(demos, texts + extra)
+    check_fits(prompts, conts, k, budget)
+    scores = label_logprobs(
+        scorer(prompts.prefix), prompts.queries, conts, tokenizer.pad_id, batch_size
+    )
+    chars = [len(prompter.continuation(label)) for label in labels]
+    by_sum, by_char = predictions(scores[: len(texts)], chars, labels)
     gold = [label for _, label in queries]
     cell = {"acc": _accuracy(by_sum, gold), "acc_norm": _accuracy(by_char, gold)}
     if content_free is not None:
-        prior = label_scores(logits_fn, tokenizer, template, labels, neutral, batch_size)
-        cell["acc_calib"] = _accuracy([labels[i] for i in calibrated(scores, prior)], gold)
-    return cell | {"demos_dropped": dropped}
+        calib = calibrated(scores[: len(texts)], scores[len(texts)])
+        cell["acc_calib"] = _accuracy([labels[i] for i in calib.tolist()], gold)
+    return cell | {"prefix_tokens": len(prompts.prefix)}
 
 
 def _accuracy(predicted: list[str], gold: list[str]) -> float:
@@ -231,7 +336,7 @@ def summarise(k: int, cells: list[dict[str, float]], n_queries: int) -> dict[str
         values = [c[key] for c in cells]
         row[f"{key}_mean"] = statistics.fmean(values)
         row[f"{key}_std"] = statistics.pstdev(values)
-    row["demos_dropped"] = sum(c["demos_dropped"] for c in cells)
+    row["prefix_tokens"] = round(statistics.fmean(c["prefix_tokens"] for c in cells))
     return row
 
 
@@ -273,6 +378,25 @@ def context_budget(module: TaskModule, saved: DictConfig, context: int | None) -
     return max_len or int(saved.data.block_size)
 
 
+def chat_template(module: TaskModule, icl: DictConfig) -> str | None:
+    """The model's chat template for icl.chat=true (None: plain-text prompts)."""
+    if not icl.chat:
+        return None
+    if module.tokenizer.chat_template is None:
+        raise ConfigError(
+            "icl.chat=true: the model has no chat template (chat_template in "
+            "tokenizer_config.json, or chat_template.jinja); drop it to prompt in plain text"
+        )
+    return module.tokenizer.chat_template
+
+
+def scorer_for(module: LanguageModel, prefix_cache: bool) -> Scorer:
+    """Prefix-cached scoring where the encoder encodes incrementally, else whole prompts."""
+    if prefix_cache and module.backbone.encoder.incremental:
+        return lambda prefix: prefix_cached(module, prefix)
+    return lambda prefix: whole_prompt(lm_logits(module), prefix)
+
+
 def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig) -> dict:
     """`python eval.py mode=icl ...`: a k-shot table over seeds, as JSON, markdown and PNG."""
     icl = cfg.icl
@@ -294,15 +418,16 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     random.Random(icl.query_seed).shuffle(queries)
     queries = queries[: icl.max_queries]
     budget = context_budget(module, saved, icl.context)
-    budget -= max(len(module.tokenizer.encode(template.continuation(lab))) for _, lab in pool)
-    logits_fn = module.eval()
+    prompter = Prompter(
+        template, module.tokenizer, chat_template(module, icl), icl.chat_instruction
+    )
+    scorer = scorer_for(module.eval(), icl.prefix_cache)
     rows = []
     for k in icl.shots:
         cells = [
             evaluate_shots(
-                logits_fn,
-                module.tokenizer,
-                template,
+                scorer,
+                prompter,
                 pool,
                 queries,
                 k,
@@ -322,8 +447,6 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     curves = ("acc", "acc_norm", "acc_calib") if icl.calibrate else ("acc", "acc_norm")
     save_curve(out_dir / "icl_kshot.png", rows, "k", curves, "demonstrations k")
     log.info(table)
-    if any(r["demos_dropped"] for r in rows):
-        log.info(f"demos that did not fit in {budget} prompt tokens were dropped (counted)")
     return {
         "mode": "icl",
         "rows": rows,
