@@ -121,7 +121,7 @@ def test_eval_icl_on_a_users_own_csv_uses_the_label_names(workdir, best_ckpt):
     done = command(
         "eval.py", f"ckpt_path={best_ckpt}", "mode=icl", "data=csv", f"data.root={csv_dir}",
         "split=validation", "icl.shots=[0,1]", "icl.seeds=1", "icl.max_queries=4",
-        "icl.context=64", cwd=workdir,
+        "icl.context=128", cwd=workdir,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "using the generic template" in done.stdout + done.stderr

@@ -4,8 +4,8 @@ A prompt is an instruction, k demonstrations drawn from the training split and t
 rendered with the data set's template and joined by a separator. Each label is scored by the
 LM's log-likelihood of its verbalizer as the continuation of the prompt; `acc` picks the label
 with the highest summed log-prob, `acc_norm` the highest log-prob per character (which does not
-favour short verbalizers). Demonstrations that would push a prompt past the model's context are
-dropped, oldest first, and counted.
+favour short verbalizers). A prompt that does not fit the model's context is refused, never
+cut: a cut prompt would score a different k than its table row says.
 """
 
 import random
@@ -35,8 +35,8 @@ from lm_lab.utils.markdown import markdown_table
 log = get_logger(__name__)
 
 Example = tuple[str, str]  # (text, label name)
-LogitsFn = Callable[[Tensor, int], Tensor]  # ids (B, T), start -> logits (B, T - start, V)
-RowLogits = Callable[[Tensor], Tensor]  # ids (B, t) after a shared prefix -> logits (B, t, V)
+LogitsFn = Callable[[Tensor, Tensor], Tensor]  # ids (B, T), at (N, 2) [row, pos] -> logits (N, V)
+RowLogits = Callable[[Tensor, Tensor], Tensor]  # the same, for ids (B, t) after a shared prefix
 
 
 @dataclass
@@ -179,10 +179,11 @@ def whole_prompt(logits_fn: LogitsFn, prefix: list[int]) -> RowLogits:
     """Rows scored by running prefix + row in full each time: the reference the cache must
     equal, and the way for an encoder without incremental encoding (model=cnn)."""
     head = torch.tensor(prefix, dtype=torch.long)  # (P,)
+    shift = torch.tensor([0, len(prefix)])  # row positions -> whole-prompt positions
 
-    def run(rows: Tensor) -> Tensor:
+    def run(rows: Tensor, at: Tensor) -> Tensor:
         ids = torch.cat([head.expand(len(rows), -1), rows], 1)  # (B, P + t)
-        return logits_fn(ids, len(prefix))  # (B, t, V)
+        return logits_fn(ids, at + shift)  # (N, V)
 
     return run
 
@@ -196,18 +197,24 @@ def prefix_cached(model: LanguageModel, prefix: list[int]) -> RowLogits:
     _, state = model.step(torch.tensor([prefix], device=device), None, 0)
     encoder = model.backbone.encoder
 
-    def run(rows: Tensor) -> Tensor:
+    def run(rows: Tensor, at: Tensor) -> Tensor:
         batch_state = encoder.repeat_state(state, len(rows))
-        return model.step(rows.to(device), batch_state, len(prefix))[0]  # (B, t, V)
+        h, _ = model.backbone.step(rows.to(device), batch_state, len(prefix))  # (B, t, D)
+        return model.head(h[at[:, 0], at[:, 1]])  # (N, V)
 
     return run
 
 
 def lm_logits(model: LanguageModel) -> LogitsFn:
-    """A language model's logits from position `start` on; the vocabulary projection of the
-    prefix positions, never scored, is skipped (at 49 K words it is most of the memory)."""
+    """A language model's logits at the scored positions only: projecting every position onto
+    a 49 K vocabulary costs a fifth of SmolLM2's forward pass and most of its memory."""
     device = model.backbone.embed.weight.device
-    return lambda ids, start: model.head(model.backbone(ids.to(device), causal=True)[:, start:])
+
+    def run(ids: Tensor, at: Tensor) -> Tensor:
+        h = model.backbone(ids.to(device), causal=True)  # (B, T, D)
+        return model.head(h[at[:, 0], at[:, 1]])  # (N, V)
+
+    return run
 
 
 @torch.no_grad()
@@ -223,7 +230,8 @@ def label_logprobs(
     A row is a query plus all but the last token of one continuation; labels whose
     continuations agree up to their last token share a row (single-token verbalizers: one row
     per query, the label tokens all read at the query's last position). Rows are sorted by
-    length and right-padded, which a causal model never sees from the positions scored."""
+    length and right-padded, which a causal model never sees from the positions scored; only
+    the distinct (row, position) pairs scored are projected onto the vocabulary."""
     rows: dict[tuple[int, ...], int] = {}
     targets = []  # (pair = query * L + label, row, position in the row, token)
     for i, query in enumerate(queries):
@@ -244,9 +252,10 @@ def label_logprobs(
         ids = torch.full((len(batch), len(batch[-1])), pad_id, dtype=torch.long)  # (B, t)
         for r, seq in enumerate(batch):
             ids[r, : len(seq)] = torch.tensor(seq)
-        logp = F.log_softmax(row_logits(ids).float(), dim=-1).cpu()  # (B, t, V)
         here = (row >= start) & (row < start + len(batch))
-        scores.index_add_(0, pair[here], logp[row[here] - start, pos[here], token[here]])
+        at, slot = torch.stack([row[here] - start, pos[here]], 1).unique(dim=0, return_inverse=True)
+        logp = F.log_softmax(row_logits(ids, at).float(), dim=-1).cpu()  # (U, V)
+        scores.index_add_(0, pair[here], logp[slot, token[here]])
     return scores.view(len(queries), len(conts))  # (N, L)
 
 
