@@ -445,7 +445,7 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
                 budget,
                 content_free=icl.content_free if icl.calibrate else None,
             )
-            for s in range(icl.seeds)
+            for s in range(icl.seeds if k else 1)  # k=0 draws nothing: every seed is the same
         ]
         rows.append(summarise(k, cells, len(queries)))
         log.info(f"icl k={k}: " + ", ".join(f"{key}={v}" for key, v in rows[-1].items()))
