@@ -4,8 +4,9 @@ A prompt is an instruction, k demonstrations drawn from the training split and t
 rendered with the data set's template and joined by a separator. Each label is scored by the
 LM's log-likelihood of its verbalizer as the continuation of the prompt; `acc` picks the label
 with the highest summed log-prob, `acc_norm` the highest log-prob per character (which does not
-favour short verbalizers). A prompt that does not fit the model's context is refused, never
-cut: a cut prompt would score a different k than its table row says.
+favour short verbalizers). A prompt's ids are its whole text tokenized at once, what the model
+would read anywhere else (`split_prompts`). A prompt that does not fit the model's context is
+refused, never cut: a cut prompt would score a different k than its table row says.
 """
 
 import random
@@ -114,14 +115,34 @@ class Prompts:
     queries: list[list[int]]
 
 
+def common_length(a: list[int], b: list[int]) -> int:
+    """How many leading ids `a` and `b` share."""
+    if b[: len(a)] == a:  # the usual case, compared at C speed
+        return len(a)
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(b))
+
+
+def split_prompts(tokenizer: Tokenizer, bos: list[int], head: str, wholes: list[str]) -> Prompts:
+    """Each whole prompt (`head` + the query's text) tokenized whole, as the model reads that
+    string anywhere else (GPT-2's pre-tokenizer splits the "\n\n" before a word into two
+    tokens; encoding the separator alone gives one, a pair the model never saw in training).
+    The shared prefix is `head`'s ids as far as every whole prompt begins with them, and ends
+    before any query's last id: what lets every query continue one cached prefix and still
+    score exactly its whole prompt."""
+    prefix = bos + tokenizer.encode(head)
+    ids = [bos + row for row in tokenizer.encode_batch(wholes)]
+    n = min([len(prefix)] + [min(common_length(prefix, row), len(row) - 1) for row in ids])
+    return Prompts(prefix[:n], [row[n:] for row in ids])
+
+
 class Prompter:
     """Demonstrations and queries as ids. Plain: the template's text, pieces joined by its
     separator, a pretrained model's BOS first. Chat (`chat_template` given): the instruction as
     the system message, each demonstration a user turn answered by its verbalizer, the query the
-    last user turn, rendered as the model was instruction-tuned to read a conversation.
-
-    Pieces are encoded one by one, so the prefix's ids are the same whatever follows them: what
-    lets every query continue one cached prefix and still score exactly the whole prompt."""
+    last user turn, rendered as the model was instruction-tuned to read a conversation (the ids
+    `apply_chat_template(..., add_generation_prompt=True, tokenize=True)` gives; the template
+    writes any BOS itself). Either way a prompt's ids are its whole text tokenized at once
+    (`split_prompts`)."""
 
     def __init__(
         self,
@@ -142,12 +163,12 @@ class Prompter:
     def prompts(self, demos: list[Example], texts: list[str]) -> Prompts:
         if self.chat_template is not None:
             return self._chat(demos, texts)
-        encode, template = self.tokenizer.encode, self.template
-        sep = encode(template.separator)
-        pieces = [encode(self.instruction)] if self.instruction else []
-        pieces += [encode(template.render(text, label)) for text, label in demos]
-        prefix = self.tokenizer.bos_ids + [t for piece in pieces for t in (*piece, *sep)]
-        return Prompts(prefix, [encode(template.query(text)) for text in texts])
+        template = self.template
+        pieces = [self.instruction] if self.instruction else []
+        pieces += [template.render(text, label) for text, label in demos]
+        head = "".join(piece + template.separator for piece in pieces)
+        wholes = [head + template.query(text) for text in texts]
+        return split_prompts(self.tokenizer, self.tokenizer.bos_ids, head, wholes)
 
     def _chat(self, demos: list[Example], texts: list[str]) -> Prompts:
         template, specials = self.template, self.tokenizer.special_tokens
@@ -158,21 +179,15 @@ class Prompter:
                 {"role": "assistant", "content": template.word(label)},
             ]
         head = render(self.chat_template, turns, specials, False) if turns else ""
-        queries = []
-        for text in texts:
-            whole = render(
+        wholes = [
+            render(
                 self.chat_template,
                 [*turns, {"role": "user", "content": template.query(text)}],
                 specials,
             )
-            if not whole.startswith(head):
-                raise ConfigError(
-                    "icl.chat=true: the chat template renders the earlier turns differently once "
-                    "a turn follows them, so the demonstrations cannot be a shared prefix; use "
-                    "icl.chat=false"
-                )
-            queries.append(self.tokenizer.encode(whole[len(head) :]))
-        return Prompts(self.tokenizer.encode(head), queries)
+            for text in texts
+        ]
+        return split_prompts(self.tokenizer, [], head, wholes)
 
 
 def whole_prompt(logits_fn: LogitsFn, prefix: list[int]) -> RowLogits:
