@@ -402,13 +402,14 @@ def context_budget(module: TaskModule, saved: DictConfig, context: int | None) -
     return max_len or int(saved.data.block_size)
 
 
-def chat_template(module: TaskModule, icl: DictConfig) -> str | None:
-    """The model's chat template for icl.chat=true (None: plain-text prompts)."""
-    if not icl.chat:
+def chat_template(module: TaskModule, cfg: DictConfig) -> str | None:
+    """The model's chat template for icl.chat=true (None: plain-text prompts); asked before
+    any data is read, so a model never taught a conversation is refused at once."""
+    if not cfg.icl.chat:
         return None
     if module.tokenizer.chat_template is None:
         raise ConfigError(
-            "icl.chat=true: the model has no chat template (chat_template in "
+            f"icl.chat=true: ckpt_path={cfg.ckpt_path} has no chat template (chat_template in "
             "tokenizer_config.json, or chat_template.jinja); drop it to prompt in plain text"
         )
     return module.tokenizer.chat_template
@@ -426,6 +427,7 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     icl = cfg.icl
     if module.task_name != "generate":
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: mode=icl needs a language model checkpoint")
+    chat = chat_template(module, cfg)
     splits = instantiate(data.source).load()
     pool, queries = labelled(splits["train"]), labelled(splits.get(cfg.split, splits["validation"]))
     if not pool or not queries:
@@ -442,9 +444,7 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     random.Random(icl.query_seed).shuffle(queries)
     queries = queries[: icl.max_queries]
     budget = context_budget(module, saved, icl.context)
-    prompter = Prompter(
-        template, module.tokenizer, chat_template(module, icl), icl.chat_instruction
-    )
+    prompter = Prompter(template, module.tokenizer, chat, icl.chat_instruction)
     scorer = scorer_for(module.eval(), icl.prefix_cache)
     rows = []
     for k in icl.shots:
