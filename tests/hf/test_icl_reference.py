@@ -5,7 +5,8 @@ The ids lm_lab builds equal what a user would get by hand: the prompt string tok
 add_generation_prompt=True, tokenize=True)` (icl.chat=true), on a tiny tokenizer folder with
 the ChatML template and on SmolLM2's real tokenizer. The label log-probs of a k=2 cell with the
 calibration query equal a harness-style scorer written here with `AutoModelForCausalLM` on a
-tiny random Llama, with and without the prefix cache."""
+tiny random Llama, with and without the prefix cache. Last, the issue's command on SmolLM2,
+small, as a user types it."""
 
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ from lm_lab.eval import icl
 from lm_lab.hf import gguf, registry
 from tests.hf.conftest import CONFIGS, VOCAB
 from tests.hf.test_chat import CHATML
+from tests.hf.test_named_models import run_script
 
 transformers = pytest.importorskip("transformers")  # the dev extra: the reference
 
@@ -206,3 +208,23 @@ def test_k2_label_logprobs_equal_a_transformers_scorer(tiny_llama, monkeypatch, 
     expected = reference_logprobs(tiny_llama, contexts, continuations)
     assert seen["label_logprobs"].shape == (4, 2)
     torch.testing.assert_close(seen["label_logprobs"], expected, atol=1e-4, rtol=0)
+
+
+def test_eval_py_icl_on_smollm2_as_a_user_types_it(tmp_path, shared_data):
+    """The issue's command, small: SmolLM2 on 8 SST-2 validation queries, k=0 and 2, with
+    calibration (30-45 s on a busy 2-core machine, the GGUF conversion included)."""
+    shared_data("sst2")
+    done = run_script(
+        "eval.py", "mode=icl", "ckpt_path=smollm2", "data=sst2", "split=validation",
+        "icl.shots=[0,2]", "icl.seeds=1", "icl.max_queries=8", "icl.calibrate=true",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "eval" / "runs").iterdir()
+    rows = json.loads((run_dir / "metrics.json").read_text())["rows"]
+    assert [(row["k"], row["queries"]) for row in rows] == [(0, 8), (2, 8)]
+    assert rows[1]["prefix_tokens"] > 0  # two demonstrations, shared through the cache
+    for row in rows:
+        assert all(0 <= row[f"{key}_mean"] <= 1 for key in ("acc", "acc_norm", "acc_calib"))
+    assert (run_dir / "icl.md").read_text().startswith("| k | seeds | queries | acc_mean")
+    assert (run_dir / "icl_kshot.png").read_bytes().startswith(b"\x89PNG")
