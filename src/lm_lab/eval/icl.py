@@ -124,7 +124,7 @@ def common_length(a: list[int], b: list[int]) -> int:
 
 def split_prompts(tokenizer: Tokenizer, bos: list[int], head: str, wholes: list[str]) -> Prompts:
     """Each whole prompt (`head` + the query's text) tokenized whole, as the model reads that
-    string anywhere else (GPT-2's pre-tokenizer splits the "\n\n" before a word into two
+    string anywhere else (GPT-2's pre-tokenizer splits the "\\n\\n" before a word into two
     tokens; encoding the separator alone gives one, a pair the model never saw in training).
     The shared prefix is `head`'s ids as far as every whole prompt begins with them, and ends
     before any query's last id: what lets every query continue one cached prefix and still
