@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lm_lab.build import load_module
 from lm_lab.data.tokenizers import PretrainedTokenizer
@@ -76,7 +76,6 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trainer = trainers.BpeTrainer(vocab_size=VOCAB - 8, special_tokens=SPECIALS)
     texts = [prompt_string(POOL, text) + " good\n\n" for text, _ in [*QUERIES, (CONTENT_FREE, "")]]
     tok.train_from_iterator(texts * 4, trainer=trainer)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS[3:]])
     tok.save(str(folder / "tokenizer.json"))
     config = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}
     (folder / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": CHATML}))
