@@ -13,7 +13,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-import lm_lab.train
+import lm_lab.fit
 from lm_lab.checkpoint import CheckpointMeta
 from lm_lab.cli.entry import cli, guarded
 from lm_lab.cli.run_lock import LOCK_FILE
@@ -116,17 +116,17 @@ def test_stale_lock_is_taken_over_and_released(compose, tmp_path):
     lock.parent.mkdir(parents=True)
     lock.write_text(f"{socket.gethostname()} {process.pid}")
     seen = []
-    with_lock_check = lm_lab.train._fit_and_test
+    with_lock_check = lm_lab.fit.fit_and_test
 
     def fit_and_test(cfg):
         seen.append(lock.read_text())
         return with_lock_check(cfg)
 
-    lm_lab.train._fit_and_test = fit_and_test
+    lm_lab.fit.fit_and_test = fit_and_test
     try:
         train(cfg)
     finally:
-        lm_lab.train._fit_and_test = with_lock_check
+        lm_lab.fit.fit_and_test = with_lock_check
     assert seen == [f"{socket.gethostname()} {os.getpid()}"]  # ours while the run ran
     assert not lock.exists()  # released at the end
 

@@ -7,7 +7,7 @@ from typing import Any
 import rich.syntax
 import rich.tree
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's own, without it
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.utils.logging import get_logger, render
