@@ -9,7 +9,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lm_lab.build import load_module
-from lm_lab.cli.config import apply_extras, instantiate_dict, print_config_tree
+from lm_lab.cli.config import (
+    apply_extras,
+    instantiate_dict,
+    print_config_tree,
+    send_logs_to_hydra,
+)
 from lm_lab.eval.modes import MODES, mode_run
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.io import write_json
@@ -64,6 +69,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # number drawn before them survives, and the probes draw from their own seeded generators
     from lightning import seed_everything
 
+    send_logs_to_hydra()  # Lightning's loggers, new since apply_extras
     seed_everything(cfg.seed, workers=True)
     print_config_tree(saved)
     if mode != "test":

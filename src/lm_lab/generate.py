@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from lm_lab.build import load_module
-from lm_lab.cli.config import apply_extras
+from lm_lab.cli.config import apply_extras, send_logs_to_hydra
 from lm_lab.data.chat import Message, render
 from lm_lab.data.tokenizers import Tokenizer
 from lm_lab.tasks.sampling import Cache, check_sampling, generate_completions, is_count
@@ -231,6 +231,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device, dtype = pick_device(cfg.device), weight_dtype(cfg.get("dtype"))
     prompts = [] if cfg.interactive else read_prompts(cfg)
     module = load_lm(cfg, device, dtype)
+    send_logs_to_hydra()  # Lightning's loggers, new since apply_extras (it came with the model)
     if cfg.interactive:
         return converse(cfg, module)
     inputs = chat_inputs(cfg, module.tokenizer, prompts) if cfg.chat else prompts
