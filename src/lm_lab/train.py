@@ -5,6 +5,8 @@ model code (~5 s of imports) load with `lm_lab.fit` once the config is known to 
 bad value is answered in about two seconds instead of eight (pinned by tests/cli/
 test_early_errors.py and the import contract in pyproject.toml)."""
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from omegaconf import DictConfig
@@ -25,19 +27,23 @@ def optimized_value(cfg: DictConfig, result: dict[str, Any]) -> float | None:
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """train.py's job: `run` with this job's DDP ranks scoped to it, even under -m. The config
-    is checked first: the scope patches Lightning's launcher, so it loads Lightning."""
-    cfg = checked_config(cfg)
-    with job_scope():
-        result = fit_checked(cfg)
-    return optimized_value(cfg, result)
+    """train.py's job: `run` with this job's DDP ranks scoped to it, even under -m (the scope
+    patches Lightning's launcher, so it loads Lightning: it opens after the checks and the lock)."""
+    return optimized_value(cfg, run(cfg, scope=job_scope))
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(
+    cfg: DictConfig, scope: Callable[[], AbstractContextManager[Any]] = nullcontext
+) -> dict[str, Any]:
     """Fit, then test the best checkpoint; writes <run dir>/metrics.json and returns its content:
     the last `metrics`, the `best` validation value of the monitored metric, counts, time.
-    Bad values fail here, before any data is read; one process at a time writes the run dir."""
-    return fit_checked(checked_config(cfg))
+    Bad values fail here, before any data is read; one process at a time writes the run dir
+    (a busy one is refused before Lightning loads too)."""
+    cfg = checked_config(cfg)
+    with run_dir_lock(cfg.paths.output_dir), scope():
+        from lm_lab import fit  # Lightning and the model code, now that the config is good
+
+        return fit.fit_and_test(cfg)
 
 
 def checked_config(cfg: DictConfig) -> DictConfig:
@@ -46,11 +52,3 @@ def checked_config(cfg: DictConfig) -> DictConfig:
     use_pretrained(cfg)  # init_from=<hf dir>: its model config and tokenizer replace the run's
     validate_config(cfg)
     return cfg
-
-
-def fit_checked(cfg: DictConfig) -> dict[str, Any]:
-    """`fit.fit_and_test` with the run dir locked (a busy one is refused before Lightning)."""
-    with run_dir_lock(cfg.paths.output_dir):
-        from lm_lab import fit  # Lightning and the model code, now that the config is good
-
-        return fit.fit_and_test(cfg)

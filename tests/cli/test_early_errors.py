@@ -5,11 +5,14 @@ it imported, so imports made while running (Hydra's `_target_`s) count as well a
 (those the early-path contract in pyproject.toml pins)."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from lm_lab.cli.run_lock import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("lightning", "pytorch_lightning", "torchmetrics")
@@ -39,6 +42,7 @@ def probe(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     [  # task.monitor: once checked by importing the task class, which no import contract sees
         ("train.py", ["task.monitor=val/bpc"], "task.monitor=val/bpc: task=classify never logs"),
         ("train.py", ["ckpt_path={garbage}"], "not a readable checkpoint (the file is empty)"),
+        ("train.py", [], "is writing there; give this run its own hydra.run.dir"),
         ("eval.py", ["split=bogus", "ckpt_path=x"], "split='bogus' is not one of"),
         ("eval.py", ["ckpt_path={missing}"], "missing.ckpt: no such file"),
         ("generate.py", ["temperature=-1", "ckpt_path=x"], "temperature=-1: must be a finite"),
@@ -47,6 +51,9 @@ def probe(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     ids=lambda value: value if isinstance(value, str) and value.endswith(".py") else None,
 )
 def test_a_bad_value_is_one_line_before_lightning_loads(tmp_path, script, args, message):
+    """Every run dir is busy (a live process holds its lock): train.py's checks come first."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_FILE).write_text(f"{socket.gethostname()} {os.getpid()}")
     (tmp_path / "garbage.ckpt").write_bytes(b"")
     paths = {"garbage": tmp_path / "garbage.ckpt", "missing": tmp_path / "missing.ckpt"}
     done = probe(script, *(arg.format(**paths) for arg in args), cwd=tmp_path)
