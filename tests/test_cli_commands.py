@@ -120,7 +120,7 @@ def test_eval_icl_on_a_users_own_csv_uses_the_label_names(workdir, best_ckpt):
     done = command(
         "eval.py", f"ckpt_path={best_ckpt}", "mode=icl", "data=csv", f"data.root={csv_dir}",
         "split=validation", "icl.shots=[0,1]", "icl.seeds=1", "icl.max_queries=4",
-        "icl.context=64", cwd=workdir,
+        "icl.context=128", cwd=workdir,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "using the generic template" in done.stdout + done.stderr
@@ -195,4 +195,17 @@ def test_eval_icl_on_data_with_one_label_is_refused(workdir, best_ckpt):
     assert error_line(done) == (
         f"error: {csv_dir / 'train.csv'}: mode=icl needs at least 2 labels in the training split "
         "(as task=classify does), found ['spam']; check data.source.label_column"
+    )
+
+
+def test_eval_icl_chat_on_a_model_without_a_chat_template_is_refused(workdir, best_ckpt):
+    """A char-level LM was never taught a conversation: one line, exit 2, before any data is
+    read (the data folder here does not even exist)."""
+    done = command(
+        "eval.py", f"ckpt_path={best_ckpt}", "mode=icl", "data=csv",
+        f"data.root={workdir / 'nowhere'}", "icl.chat=true", cwd=workdir,
+    )  # fmt: skip
+    assert error_line(done) == (
+        f"error: icl.chat=true: ckpt_path={best_ckpt} has no chat template (chat_template in "
+        "tokenizer_config.json, or chat_template.jinja); drop it to prompt in plain text"
     )

@@ -62,7 +62,7 @@ def test_icl_mode_writes_a_k_shot_table_and_curve(compose, tmp_path, lm_checkpoi
         "icl.calibrate=true",
     )
     result = evaluate(cfg)
-    assert [row["k"] for row in result["rows"]] == [0, 1]
+    assert [(row["k"], row["seeds"]) for row in result["rows"]] == [(0, 1), (1, 2)]
     assert all(0 <= row["acc_calib_mean"] <= 1 for row in result["rows"])
     assert all(0 <= row["acc_mean"] <= 1 and row["queries"] == 6 for row in result["rows"])
     out = tmp_path / "eval"

@@ -35,7 +35,7 @@ def bigram_model(next_probs: dict[str, dict[str, float]]):
         for char, p in dist.items():
             row[TOK.encode(char)[0]] = p
         table[TOK.encode(current)[0]] = row
-    return lambda ids, start: table.log()[ids[:, start:]]  # (B, T) -> (B, T - start, V)
+    return lambda ids, at: table.log()[ids[at[:, 0], at[:, 1]]]  # (B, T), (N, 2) -> (N, V)
 
 
 # after ":" the LM says "a" (0.3) or "c" (0.15); after "a" it says "b" (0.3)

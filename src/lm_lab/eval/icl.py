@@ -4,8 +4,9 @@ A prompt is an instruction, k demonstrations drawn from the training split and t
 rendered with the data set's template and joined by a separator. Each label is scored by the
 LM's log-likelihood of its verbalizer as the continuation of the prompt; `acc` picks the label
 with the highest summed log-prob, `acc_norm` the highest log-prob per character (which does not
-favour short verbalizers). Demonstrations that would push a prompt past the model's context are
-dropped, oldest first, and counted.
+favour short verbalizers). A prompt's ids are its whole text tokenized at once, what the model
+would read anywhere else (`split_prompts`). A prompt that does not fit the model's context is
+refused, never cut: a cut prompt would score a different k than its table row says.
 """
 
 import random
@@ -35,8 +36,8 @@ from lm_lab.utils.markdown import markdown_table
 log = get_logger(__name__)
 
 Example = tuple[str, str]  # (text, label name)
-LogitsFn = Callable[[Tensor, int], Tensor]  # ids (B, T), start -> logits (B, T - start, V)
-RowLogits = Callable[[Tensor], Tensor]  # ids (B, t) after a shared prefix -> logits (B, t, V)
+LogitsFn = Callable[[Tensor, Tensor], Tensor]  # ids (B, T), at (N, 2) [row, pos] -> logits (N, V)
+RowLogits = Callable[[Tensor, Tensor], Tensor]  # the same, for ids (B, t) after a shared prefix
 
 
 @dataclass
@@ -114,14 +115,34 @@ class Prompts:
     queries: list[list[int]]
 
 
+def common_length(a: list[int], b: list[int]) -> int:
+    """How many leading ids `a` and `b` share."""
+    if b[: len(a)] == a:  # the usual case, compared at C speed
+        return len(a)
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(b))
+
+
+def split_prompts(tokenizer: Tokenizer, bos: list[int], head: str, wholes: list[str]) -> Prompts:
+    """Each whole prompt (`head` + the query's text) tokenized whole, as the model reads that
+    string anywhere else (GPT-2's pre-tokenizer splits the "\\n\\n" before a word into two
+    tokens; encoding the separator alone gives one, a pair the model never saw in training).
+    The shared prefix is `head`'s ids as far as every whole prompt begins with them, and ends
+    before any query's last id: what lets every query continue one cached prefix and still
+    score exactly its whole prompt."""
+    prefix = bos + tokenizer.encode(head)
+    ids = [bos + row for row in tokenizer.encode_batch(wholes)]
+    n = min([len(prefix)] + [min(common_length(prefix, row), len(row) - 1) for row in ids])
+    return Prompts(prefix[:n], [row[n:] for row in ids])
+
+
 class Prompter:
     """Demonstrations and queries as ids. Plain: the template's text, pieces joined by its
     separator, a pretrained model's BOS first. Chat (`chat_template` given): the instruction as
     the system message, each demonstration a user turn answered by its verbalizer, the query the
-    last user turn, rendered as the model was instruction-tuned to read a conversation.
-
-    Pieces are encoded one by one, so the prefix's ids are the same whatever follows them: what
-    lets every query continue one cached prefix and still score exactly the whole prompt."""
+    last user turn, rendered as the model was instruction-tuned to read a conversation (the ids
+    `apply_chat_template(..., add_generation_prompt=True, tokenize=True)` gives; the template
+    writes any BOS itself). Either way a prompt's ids are its whole text tokenized at once
+    (`split_prompts`)."""
 
     def __init__(
         self,
@@ -142,12 +163,12 @@ class Prompter:
     def prompts(self, demos: list[Example], texts: list[str]) -> Prompts:
         if self.chat_template is not None:
             return self._chat(demos, texts)
-        encode, template = self.tokenizer.encode, self.template
-        sep = encode(template.separator)
-        pieces = [encode(self.instruction)] if self.instruction else []
-        pieces += [encode(template.render(text, label)) for text, label in demos]
-        prefix = self.tokenizer.bos_ids + [t for piece in pieces for t in (*piece, *sep)]
-        return Prompts(prefix, [encode(template.query(text)) for text in texts])
+        template = self.template
+        pieces = [self.instruction] if self.instruction else []
+        pieces += [template.render(text, label) for text, label in demos]
+        head = "".join(piece + template.separator for piece in pieces)
+        wholes = [head + template.query(text) for text in texts]
+        return split_prompts(self.tokenizer, self.tokenizer.bos_ids, head, wholes)
 
     def _chat(self, demos: list[Example], texts: list[str]) -> Prompts:
         template, specials = self.template, self.tokenizer.special_tokens
@@ -158,31 +179,26 @@ class Prompter:
                 {"role": "assistant", "content": template.word(label)},
             ]
         head = render(self.chat_template, turns, specials, False) if turns else ""
-        queries = []
-        for text in texts:
-            whole = render(
+        wholes = [
+            render(
                 self.chat_template,
                 [*turns, {"role": "user", "content": template.query(text)}],
                 specials,
             )
-            if not whole.startswith(head):
-                raise ConfigError(
-                    "icl.chat=true: the chat template renders the earlier turns differently once "
-                    "a turn follows them, so the demonstrations cannot be a shared prefix; use "
-                    "icl.chat=false"
-                )
-            queries.append(self.tokenizer.encode(whole[len(head) :]))
-        return Prompts(self.tokenizer.encode(head), queries)
+            for text in texts
+        ]
+        return split_prompts(self.tokenizer, [], head, wholes)
 
 
 def whole_prompt(logits_fn: LogitsFn, prefix: list[int]) -> RowLogits:
     """Rows scored by running prefix + row in full each time: the reference the cache must
     equal, and the way for an encoder without incremental encoding (model=cnn)."""
     head = torch.tensor(prefix, dtype=torch.long)  # (P,)
+    shift = torch.tensor([0, len(prefix)])  # row positions -> whole-prompt positions
 
-    def run(rows: Tensor) -> Tensor:
+    def run(rows: Tensor, at: Tensor) -> Tensor:
         ids = torch.cat([head.expand(len(rows), -1), rows], 1)  # (B, P + t)
-        return logits_fn(ids, len(prefix))  # (B, t, V)
+        return logits_fn(ids, at + shift)  # (N, V)
 
     return run
 
@@ -196,18 +212,24 @@ def prefix_cached(model: LanguageModel, prefix: list[int]) -> RowLogits:
     _, state = model.step(torch.tensor([prefix], device=device), None, 0)
     encoder = model.backbone.encoder
 
-    def run(rows: Tensor) -> Tensor:
+    def run(rows: Tensor, at: Tensor) -> Tensor:
         batch_state = encoder.repeat_state(state, len(rows))
-        return model.step(rows.to(device), batch_state, len(prefix))[0]  # (B, t, V)
+        h, _ = model.backbone.step(rows.to(device), batch_state, len(prefix))  # (B, t, D)
+        return model.head(h[at[:, 0], at[:, 1]])  # (N, V)
 
     return run
 
 
 def lm_logits(model: LanguageModel) -> LogitsFn:
-    """A language model's logits from position `start` on; the vocabulary projection of the
-    prefix positions, never scored, is skipped (at 49 K words it is most of the memory)."""
+    """A language model's logits at the scored positions only: projecting every position onto
+    a 49 K vocabulary costs a fifth of SmolLM2's forward pass and most of its memory."""
     device = model.backbone.embed.weight.device
-    return lambda ids, start: model.head(model.backbone(ids.to(device), causal=True)[:, start:])
+
+    def run(ids: Tensor, at: Tensor) -> Tensor:
+        h = model.backbone(ids.to(device), causal=True)  # (B, T, D)
+        return model.head(h[at[:, 0], at[:, 1]])  # (N, V)
+
+    return run
 
 
 @torch.no_grad()
@@ -223,7 +245,8 @@ def label_logprobs(
     A row is a query plus all but the last token of one continuation; labels whose
     continuations agree up to their last token share a row (single-token verbalizers: one row
     per query, the label tokens all read at the query's last position). Rows are sorted by
-    length and right-padded, which a causal model never sees from the positions scored."""
+    length and right-padded, which a causal model never sees from the positions scored; only
+    the distinct (row, position) pairs scored are projected onto the vocabulary."""
     rows: dict[tuple[int, ...], int] = {}
     targets = []  # (pair = query * L + label, row, position in the row, token)
     for i, query in enumerate(queries):
@@ -244,9 +267,10 @@ def label_logprobs(
         ids = torch.full((len(batch), len(batch[-1])), pad_id, dtype=torch.long)  # (B, t)
         for r, seq in enumerate(batch):
             ids[r, : len(seq)] = torch.tensor(seq)
-        logp = F.log_softmax(row_logits(ids).float(), dim=-1).cpu()  # (B, t, V)
         here = (row >= start) & (row < start + len(batch))
-        scores.index_add_(0, pair[here], logp[row[here] - start, pos[here], token[here]])
+        at, slot = torch.stack([row[here] - start, pos[here]], 1).unique(dim=0, return_inverse=True)
+        logp = F.log_softmax(row_logits(ids, at).float(), dim=-1).cpu()  # (U, V)
+        scores.index_add_(0, pair[here], logp[slot, token[here]])
     return scores.view(len(queries), len(conts))  # (N, L)
 
 
@@ -378,13 +402,14 @@ def context_budget(module: TaskModule, saved: DictConfig, context: int | None) -
     return max_len or int(saved.data.block_size)
 
 
-def chat_template(module: TaskModule, icl: DictConfig) -> str | None:
-    """The model's chat template for icl.chat=true (None: plain-text prompts)."""
-    if not icl.chat:
+def chat_template(module: TaskModule, cfg: DictConfig) -> str | None:
+    """The model's chat template for icl.chat=true (None: plain-text prompts); asked before
+    any data is read, so a model never taught a conversation is refused at once."""
+    if not cfg.icl.chat:
         return None
     if module.tokenizer.chat_template is None:
         raise ConfigError(
-            "icl.chat=true: the model has no chat template (chat_template in "
+            f"icl.chat=true: ckpt_path={cfg.ckpt_path} has no chat template (chat_template in "
             "tokenizer_config.json, or chat_template.jinja); drop it to prompt in plain text"
         )
     return module.tokenizer.chat_template
@@ -402,6 +427,7 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     icl = cfg.icl
     if module.task_name != "generate":
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: mode=icl needs a language model checkpoint")
+    chat = chat_template(module, cfg)
     splits = instantiate(data.source).load()
     pool, queries = labelled(splits["train"]), labelled(splits.get(cfg.split, splits["validation"]))
     if not pool or not queries:
@@ -418,9 +444,7 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
     random.Random(icl.query_seed).shuffle(queries)
     queries = queries[: icl.max_queries]
     budget = context_budget(module, saved, icl.context)
-    prompter = Prompter(
-        template, module.tokenizer, chat_template(module, icl), icl.chat_instruction
-    )
+    prompter = Prompter(template, module.tokenizer, chat, icl.chat_instruction)
     scorer = scorer_for(module.eval(), icl.prefix_cache)
     rows = []
     for k in icl.shots:
@@ -436,7 +460,7 @@ def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig
                 budget,
                 content_free=icl.content_free if icl.calibrate else None,
             )
-            for s in range(icl.seeds)
+            for s in range(icl.seeds if k else 1)  # k=0 draws nothing: every seed is the same
         ]
         rows.append(summarise(k, cells, len(queries)))
         log.info(f"icl k={k}: " + ", ".join(f"{key}={v}" for key, v in rows[-1].items()))
