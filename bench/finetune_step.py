@@ -34,8 +34,8 @@ def measure(args: argparse.Namespace, strategy: str, gc: bool) -> dict:
     from lm_lab.build import build_module
     from lm_lab.cli.resolvers import register_resolvers
     from lm_lab.finetune.setup import prepare_finetune
+    from lm_lab.fit import build_datamodule
     from lm_lab.hf.configure import use_pretrained
-    from lm_lab.train import build_datamodule
 
     torch.set_num_threads(1)
     register_resolvers()

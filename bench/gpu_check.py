@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from lm_lab.build import build_module  # noqa: E402
 from lm_lab.cli.resolvers import register_resolvers  # noqa: E402
 from lm_lab.encoders.transformer import TransformerBlock  # noqa: E402
-from lm_lab.train import build_datamodule  # noqa: E402
+from lm_lab.fit import build_datamodule  # noqa: E402
 
 WARMUP_STEPS = 10  # excluded from the timing: compilation, allocator and NCCL warm-up
 COMPUTE_DTYPE = {

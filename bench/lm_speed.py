@@ -29,9 +29,9 @@ from plain import plain_eval, plain_generate, plain_train  # noqa: E402
 
 from lm_lab.build import build_module  # noqa: E402
 from lm_lab.cli.resolvers import register_resolvers  # noqa: E402
+from lm_lab.fit import build_datamodule, build_trainer  # noqa: E402
 from lm_lab.tasks.language_model import LanguageModel  # noqa: E402
 from lm_lab.tasks.sampling import generate_ids  # noqa: E402
-from lm_lab.train import build_datamodule, build_trainer  # noqa: E402
 
 CONTEXT, NEW_TOKENS = 512, 256  # generation: prompt length and tokens sampled
 

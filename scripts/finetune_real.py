@@ -28,8 +28,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from lm_lab.cli.resolvers import register_resolvers
+from lm_lab.fit import build_datamodule
 from lm_lab.hf.configure import use_pretrained
-from lm_lab.train import build_datamodule
 
 LORA_ATTENTION = "finetune.targets=[attn.q,attn.k,attn.v,attn.o]"  # <= 1% of SmolLM2's weights
 ROWS = {  # row -> overrides of its runs (init_from and lr are added per run)

@@ -110,6 +110,7 @@ def test_the_token_count_is_the_ids_generated(byte_checkpoint, compose, tmp_path
         ("top_p=1.5", "top_p=1.5: must be in (0, 1]"),
         ("seed=abc", "seed=abc: must be an integer"),
         ("num_samples=true", "num_samples=True: must be an integer >= 1"),
+        ("num_samples=0", "num_samples=0: must be an integer >= 1"),
         ("device=gpu0", "device=gpu0: not a device; use auto, cpu or cuda (cuda:<index>)"),
         ("device=cpu:1", "device=cpu:1: 1 cpu device(s) visible on this machine"),
         ("prompt=null", "prompt=null: give the text to continue"),

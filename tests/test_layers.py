@@ -1,6 +1,7 @@
-"""The layering of docs/architecture.md holds: no module imports from a layer above its own.
+"""The layering of docs/architecture.md holds: no module imports from a layer above its own; and
+the commands' early path (their checks) imports no Lightning.
 
-The contract lives in pyproject.toml ([tool.importlinter]); `lint-imports` checks every import,
+The contracts live in pyproject.toml ([tool.importlinter]); `lint-imports` checks every import,
 function-level ones included, so a lazy import cannot hide a cycle."""
 
 import os
@@ -23,13 +24,26 @@ def lint(src: Path) -> subprocess.CompletedProcess:
 def test_no_module_imports_a_higher_layer() -> None:
     result = lint(ROOT / "src")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "1 kept, 0 broken" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout
+
+
+def planted(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
+    """lint-imports on a copy of the package with `line` appended to `module` (a path)."""
+    shutil.copytree(ROOT / "src" / "lm_lab", tmp_path / "lm_lab")
+    victim = tmp_path / "lm_lab" / module
+    victim.write_text(victim.read_text() + f"\n{line}  # noqa\n")
+    return lint(tmp_path)
 
 
 def test_a_planted_upward_import_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "src" / "lm_lab", tmp_path / "lm_lab")
-    victim = tmp_path / "lm_lab" / "encoders" / "base.py"
-    victim.write_text(victim.read_text() + "\nfrom lm_lab.build import build_module  # noqa\n")
-    result = lint(tmp_path)
+    result = planted(tmp_path, "encoders/base.py", "from lm_lab.build import build_module")
     assert result.returncode != 0
     assert "lm_lab.encoders.base -> lm_lab.build" in result.stdout
+
+
+def test_the_check_that_loaded_lightning_breaks_the_early_path(tmp_path: Path) -> None:
+    """How validate_config loaded Lightning for every bad value (~6 s): the data counts' check
+    imported from the datamodule."""
+    result = planted(tmp_path, "cli/validate.py", "from lm_lab.data.datamodule import check_counts")
+    assert result.returncode != 0
+    assert "lm_lab.cli.validate -> lm_lab.data.datamodule" in result.stdout

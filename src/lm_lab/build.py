@@ -1,9 +1,11 @@
 """Assembly: a task module from a config and a tokenizer, or back from a checkpoint.
 
-Sits above tasks/, finetune/ and sizing, which it ties together; nothing below imports it."""
+Sits above tasks/, finetune/ and sizing, which it ties together; nothing below imports it.
+Imports no Lightning itself: it loads with the first task class Hydra instantiates, so
+`load_module` has read and checked the checkpoint (one line on a bad one) before it."""
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
@@ -18,15 +20,17 @@ from lm_lab.finetune.setup import restore_adapter
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.hf.load import Pretrained, load_language_model
 from lm_lab.sizing import sized_encoder_config
-from lm_lab.tasks.base import TaskModule
 from lm_lab.tasks.pooling import POOLINGS
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
+if TYPE_CHECKING:  # a LightningModule: imported for the annotations only
+    from lm_lab.tasks.base import TaskModule
+
 log = get_logger(__name__)
 
 
-def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None) -> TaskModule:
+def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None) -> "TaskModule":
     """Encoder from cfg.model (sized to model.param_budget / model.size when set), wrapped in a
     Backbone sized by the tokenizer, under cfg.task (its null causal/pooling resolved first,
     in place, so the saved run config holds what was built)."""
@@ -108,7 +112,7 @@ def load_module(
     base_ckpt: str | None = None,
     dtype: torch.dtype | None = None,
     key: str = "ckpt_path",
-) -> tuple[TaskModule, DictConfig]:
+) -> tuple["TaskModule", DictConfig]:
     """Rebuilds the trained module from the checkpoint alone (no run dir, no data needed), or
     from an adapter-only artefact plus its base LM checkpoint (`base_ckpt`); a Hugging Face
     folder (or Hub id) gives a language model with its weights, loaded straight into `dtype`

@@ -1,20 +1,29 @@
 """`run(cfg)` behind eval.py: rebuild model, tokenizer and data from a checkpoint and test it,
-or, with mode=icl|length, run one of the probes of lm_lab.eval on it."""
+or, with mode=icl|length, run one of the probes of lm_lab.eval on it. The split and mode names and
+the checkpoint itself are checked before Lightning loads (with the task class, in load_module)."""
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lm_lab.build import load_module
-from lm_lab.cli.config import apply_extras, instantiate_dict, print_config_tree
-from lm_lab.eval.modes import MODES
-from lm_lab.tasks.base import TaskModule
+from lm_lab.cli.config import (
+    apply_extras,
+    instantiate_dict,
+    print_config_tree,
+    send_logs_to_hydra,
+)
+from lm_lab.eval.modes import MODES, mode_run
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.io import write_json
 from lm_lab.utils.logging import get_logger
+
+if TYPE_CHECKING:  # Lightning classes: imported for the annotations only
+    import lightning as L
+
+    from lm_lab.tasks.base import TaskModule
 
 log = get_logger(__name__)
 
@@ -38,7 +47,7 @@ def data_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
     return merged.data
 
 
-def build_datamodule(data: DictConfig, module: TaskModule) -> L.LightningDataModule:
+def build_datamodule(data: DictConfig, module: "TaskModule") -> "L.LightningDataModule":
     """The data with the checkpoint's tokenizer and, for a classifier, its head's label order:
     other data (`data=...`) maps its labels to head outputs by name, never by re-sorting its
     own label set, and a label the head does not know is refused."""
@@ -55,11 +64,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if mode != "test" and mode not in MODES:
         raise ConfigError(f"mode={mode}: not one of test, {', '.join(MODES)}")
     apply_extras(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     module, saved = load_module(cfg.ckpt_path, cfg.get("base_ckpt"))
+    # Lightning came with the task class. Seeded once the weights are loaded, not before: no
+    # number drawn before them survives, and the probes draw from their own seeded generators
+    from lightning import seed_everything
+
+    send_logs_to_hydra()  # Lightning's loggers, new since apply_extras
+    seed_everything(cfg.seed, workers=True)
     print_config_tree(saved)
     if mode != "test":
-        result = MODES[mode](module, saved, data_config(cfg, saved), cfg)
+        result = mode_run(mode)(module, saved, data_config(cfg, saved), cfg)
         write_json(Path(cfg.paths.output_dir) / "metrics.json", result)
         return result
     datamodule = build_datamodule(data_config(cfg, saved), module)

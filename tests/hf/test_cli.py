@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from lm_lab.build import build_module, load_module
+from lm_lab.fit import build_datamodule
 from lm_lab.hf.configure import use_pretrained
 from lm_lab.hf.load import load_language_model
-from lm_lab.train import build_datamodule
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
 

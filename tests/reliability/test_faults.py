@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-import lm_lab.train
+import lm_lab.fit
 from lm_lab.callbacks.finite_loss import TrainingDiverged
 from lm_lab.train import run as train
 
@@ -28,14 +28,14 @@ SHORT = (
 
 def add_callback(monkeypatch, callback: L.Callback) -> None:
     """The next trainer built gets `callback` before every other one."""
-    build = lm_lab.train.build_trainer
+    build = lm_lab.fit.build_trainer
 
     def build_with(cfg):
         trainer = build(cfg)
         trainer.callbacks.insert(0, callback)
         return trainer
 
-    monkeypatch.setattr(lm_lab.train, "build_trainer", build_with)
+    monkeypatch.setattr(lm_lab.fit, "build_trainer", build_with)
 
 
 class At(L.Callback):

@@ -21,7 +21,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-import lm_lab.train
+import lm_lab.fit
 from lm_lab.cli.run_lock import LOCK_FILE
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
@@ -87,15 +87,15 @@ class CopyLastAt(L.Callback):
 
 def with_callbacks(monkeypatch, *callbacks: L.Callback) -> None:
     """The next trainer built gets `callbacks` before every other one."""
-    build = lm_lab.train.build_trainer
+    build = lm_lab.fit.build_trainer
 
     def build_with(cfg):
         trainer = build(cfg)
         trainer.callbacks[:0] = callbacks
-        monkeypatch.setattr(lm_lab.train, "build_trainer", build)
+        monkeypatch.setattr(lm_lab.fit, "build_trainer", build)
         return trainer
 
-    monkeypatch.setattr(lm_lab.train, "build_trainer", build_with)
+    monkeypatch.setattr(lm_lab.fit, "build_trainer", build_with)
 
 
 def rows(run_dir: Path, column: str) -> list[tuple[str, str]]:

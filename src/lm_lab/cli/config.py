@@ -7,7 +7,7 @@ from typing import Any
 import rich.syntax
 import rich.tree
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's own, without it
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.utils.logging import get_logger, render
@@ -19,16 +19,25 @@ PRINT_ORDER = ("data", "tokenizer", "model", "task", "finetune", "trainer", "cal
 
 def apply_extras(cfg: DictConfig) -> None:
     """Conveniences that must happen before anything else prints."""
-    if logging.getLogger().handlers:  # Hydra logs to console and <run dir>/train.log: send
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lm_lab"):  # and ours
-            logger = logging.getLogger(name)  # there once (its own handler would repeat them,
-            logger.handlers.clear()  # and it turned propagation off when it added that handler)
-            logger.propagate = True
+    send_logs_to_hydra()
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
     if extras.get("print_config"):
         print_config_tree(cfg)
+
+
+def send_logs_to_hydra() -> None:
+    """Hydra logs to console and <run dir>/<job>.log: Lightning's loggers and ours write there,
+    once (a handler of their own would repeat each line, and Lightning turns propagation off
+    when it adds its handler). Lightning adds them on import: eval.py and generate.py, which
+    load it with the checkpoint's task class, after apply_extras, call this again then."""
+    if not logging.getLogger().handlers:
+        return  # no Hydra (tests, notebooks): each logger keeps its own console handler
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lm_lab"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
 
 
 @rank_zero_only

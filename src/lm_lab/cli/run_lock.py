@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_only
-
 from lm_lab.utils.errors import ConfigError
+from lm_lab.utils.logging import global_rank
 
 LOCK_FILE = "run.lock"
 
@@ -24,7 +23,7 @@ LOCK_FILE = "run.lock"
 def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
     """Holds `<run_dir>/run.lock` for the duration of the block (rank 0 only)."""
     path = Path(run_dir) / LOCK_FILE
-    taken = rank_zero_only.rank == 0 and _acquire(path)
+    taken = global_rank() == 0 and _acquire(path)
     try:
         yield
     finally:

@@ -12,13 +12,13 @@ from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
-from lm_lab.data.datamodule import check_counts
+from lm_lab.data.counts import check_counts
 from lm_lab.finetune.transfer import check_architecture
 from lm_lab.hf.folder import is_hf_source
+from lm_lab.tasks.metrics import METRICS
 from lm_lab.utils.errors import ConfigError
 
 _ABSENT = object()
@@ -125,8 +125,9 @@ def _sequence_fits_positions(cfg: DictConfig) -> None:
 
 
 def _monitor_is_logged(cfg: DictConfig) -> None:
-    """The best checkpoint is picked by a metric the task logs at validation."""
-    metrics = getattr(get_class(cfg.task._target_), "METRICS", None)
+    """The best checkpoint is picked by a metric the task logs at validation (looked up by
+    task name: importing the task class would load Lightning)."""
+    metrics = METRICS.get(cfg.task.name)
     if metrics is None:
         return
     logged = [f"val/{name}" for name in metrics]

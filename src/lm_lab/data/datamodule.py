@@ -5,7 +5,6 @@ generate: token streams cut into windows {"input_ids", "targets"}; labels, if an
 """
 
 import time
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -19,6 +18,7 @@ from lm_lab.data.classification import (
     collate,
     label_names_of,
 )
+from lm_lab.data.counts import check_counts
 from lm_lab.data.language_modeling import EvalWindows, RandomWindows, WindowBatches
 from lm_lab.data.prepare import MemoryCorpus, PreparedCorpus, prepare
 from lm_lab.data.resumable import ResumableLoader, SeededShuffle
@@ -34,33 +34,6 @@ log = get_logger(__name__)
 TASKS = ("classify", "generate")
 TRAINED_HEAD = ("the checkpoint's head", "evaluate it on data labelled with those names only")
 LABELLED_DATA = "csv/jsonl/pydoc/sst2/ag_news"
-
-
-# the datamodule's counts: key, least value, whether null is allowed (checked by check_counts)
-COUNTS = (
-    ("batch_size", 1, False),
-    ("max_length", 1, False),
-    ("block_size", 2, False),  # a window of one token has nothing to predict from
-    ("train_windows_per_epoch", 1, False),
-    ("eval_windows", 1, True),
-    ("max_train_examples", 1, True),
-    ("num_workers", 0, False),
-    ("num_proc", 1, True),
-)
-
-
-def check_counts(values: Mapping[str, Any]) -> None:
-    """The one check of the data counts (data.<key>): integers >= their least value, or null
-    where allowed. The constructor runs it, and train.py before anything is built."""
-    for key, minimum, optional in COUNTS:
-        if key not in values:
-            continue  # e.g. synthetic data has no max_length
-        value = values[key]
-        if value is None and optional:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            hint = " or null" if optional else ""
-            raise ConfigError(f"data.{key}={value!r}: must be an integer >= {minimum}{hint}")
 
 
 class TextDataModule(L.LightningDataModule):

@@ -1,5 +1,16 @@
-"""eval.py's modes besides `test`: mode name -> fn(module, saved config, data config, cfg)."""
+"""eval.py's modes besides `test`, by name. eval.py checks the name before the checkpoint and
+Lightning load; the mode's module (model code) is imported only when the mode runs."""
 
-from lm_lab.eval import icl, probes
+from collections.abc import Callable
+from typing import Any
 
-MODES = {"icl": icl.run, "length": probes.run}
+MODES = ("icl", "length")
+
+
+def mode_run(name: str) -> Callable[..., dict[str, Any]]:
+    """The mode's `run(module, saved config, data config, cfg)`; `name` is one of MODES."""
+    if name == "icl":
+        from lm_lab.eval.icl import run
+    else:
+        from lm_lab.eval.probes import run
+    return run

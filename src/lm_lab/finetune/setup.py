@@ -8,7 +8,7 @@ checkpoint cannot give back); `restore_adapter` rebuilds a module from that plus
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's own, without it
 from omegaconf import DictConfig
 from rich.table import Table
 from torch import nn

@@ -77,7 +77,7 @@ class TaskModule(L.LightningModule):
                 "(conf/task/baseline/), or turn it off with task.baseline=null"
             )
         self.baseline = baseline  # a reference fitted on the raw splits (lm_lab.baselines) or None
-        self.run_config: dict[str, Any] = {}  # the resolved run config, set by lm_lab.train.run
+        self.run_config: dict[str, Any] = {}  # the resolved run config, set by lm_lab.fit
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def eval_step(self, batch: dict[str, Tensor], stage: str) -> None:

@@ -16,6 +16,7 @@ from torchmetrics.classification import (
 )
 
 from lm_lab.tasks.base import TaskModule
+from lm_lab.tasks.metrics import METRICS
 from lm_lab.tasks.ngram_bag import NgramBag
 from lm_lab.tasks.pooling import POOLINGS, pool
 from lm_lab.utils.logging import get_logger, render
@@ -26,7 +27,7 @@ log = get_logger(__name__)
 class Classifier(TaskModule):
     """Pools encoder states over non-pad tokens; reports acc and macro-F1 on val and test."""
 
-    METRICS = ("loss", "acc", "f1")  # logged as val/<name> and test/<name>
+    METRICS = METRICS["classify"]  # logged as val/<name> and test/<name>
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from lm_lab.data.language_modeling import IGNORE
 from lm_lab.encoders.base import State
 from lm_lab.tasks.base import TaskModule
+from lm_lab.tasks.metrics import METRICS
 
 SPLIT_OF_STAGE = {"val": "validation", "test": "test"}  # metric prefix -> the data split it scores
 
@@ -19,7 +20,7 @@ class LanguageModel(TaskModule):
     """Next-token loss; validation and test report loss, perplexity, bits per character and
     token accuracy over the scored (non-ignored) targets, the metric of recall probes."""
 
-    METRICS = ("loss", "acc", "ppl", "bpc")  # logged as val/<name> and test/<name>
+    METRICS = METRICS["generate"]  # logged as val/<name> and test/<name>
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -10,13 +10,16 @@ reference that cached generation must equal.
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from lm_lab.data.tokenizers import Tokenizer
-from lm_lab.tasks.language_model import LanguageModel
 from lm_lab.utils.errors import ConfigError
+
+if TYPE_CHECKING:  # a LightningModule: generate.py checks its settings with this module first
+    from lm_lab.tasks.language_model import LanguageModel
 
 
 def is_number(value: object) -> bool:
@@ -44,7 +47,7 @@ def check_sampling(
         raise ConfigError(f"top_p={top_p}: must be in (0, 1], or null to keep every token")
 
 
-def check_length(model: LanguageModel, prompt_len: int, max_new_tokens: int) -> None:
+def check_length(model: "LanguageModel", prompt_len: int, max_new_tokens: int) -> None:
     """A learned-position model knows only `max_len` positions: refuse before any work."""
     max_len = model.backbone.encoder.max_len
     needed = prompt_len + max_new_tokens - 1  # the last new token is never fed back
@@ -107,7 +110,7 @@ class Cache:
     ids: list[int] = field(default_factory=list)
     state: list | None = None
 
-    def feed(self, model: LanguageModel, ids: list[int]) -> Tensor:
+    def feed(self, model: "LanguageModel", ids: list[int]) -> Tensor:
         """Logits (1, t, V) for the ids after the cached ones, when those start `ids`; else
         for all of `ids` anew (a reply re-encoded from its text may tokenize differently)."""
         n = len(self.ids)
@@ -121,7 +124,7 @@ class Cache:
 
 @torch.inference_mode()
 def generate_ids(
-    model: LanguageModel,
+    model: "LanguageModel",
     prompts: list[list[int]],
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -187,7 +190,7 @@ class Completion:
 
 
 def generate_completions(
-    model: LanguageModel,
+    model: "LanguageModel",
     tokenizer: Tokenizer,
     prompts: list[str],
     max_new_tokens: int,
@@ -234,7 +237,7 @@ def generate_completions(
 
 
 def generate_text(
-    model: LanguageModel,
+    model: "LanguageModel",
     tokenizer: Tokenizer,
     prompts: list[str],
     max_new_tokens: int,

@@ -23,9 +23,7 @@ class RankedLogger(logging.LoggerAdapter):
     rank with a `[rank N/W]` prefix."""
 
     def log(self, level: int, msg: object, *args: Any, per_rank: bool = False, **kw: Any) -> None:
-        rank = getattr(rank_zero_only, "rank", None)
-        if rank is None:  # Lightning not loaded yet: the rank its launcher put in the environment
-            rank = launcher_rank()
+        rank = global_rank()
         if not self.isEnabledFor(level) or (rank != 0 and not per_rank):
             return
         if per_rank:
@@ -39,6 +37,19 @@ RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  #
 def launcher_rank() -> int:
     """The global rank torchrun / SLURM / LSF set, read as Lightning reads it on import."""
     return next((int(os.environ[name]) for name in RANK_VARIABLES if name in os.environ), 0)
+
+
+def global_rank() -> int:
+    """Lightning's global rank (`rank_zero_only.rank`, which its strategies set); before
+    Lightning is loaded, the launcher's, stored there as Lightning itself would on import (it
+    keeps a rank set before it, read from the same variables). So `@rank_zero_only` functions,
+    the log and run.lock work the same on a command's early path, before Lightning loads."""
+    if getattr(rank_zero_only, "rank", None) is None:
+        rank_zero_only.rank = launcher_rank()
+    return rank_zero_only.rank
+
+
+global_rank()  # on import, as Lightning does: `@rank_zero_only` functions run before it loads
 
 
 def get_logger(name: str) -> RankedLogger:
