@@ -75,6 +75,26 @@ def test_characters_unseen_in_training_are_counted_per_split(task):
     assert counts == [0, 242, 123]
 
 
+def test_classify_evaluation_scores_every_example_once_longest_first():
+    """TinySource's texts repeat 1..5 times in turn, so dataset order pads every batch of 4 to
+    ~4 repetitions; longest first, batches hold equal lengths and pad almost nothing."""
+    dm = datamodule("classify", max_length=1000)
+    dm.setup()
+    examples = dm._datasets["validation"].token_ids
+    batches = list(dm.val_dataloader())
+    scored = [
+        tuple(ids[~pad].tolist())
+        for batch in batches
+        for ids, pad in zip(batch["input_ids"], batch["pad_mask"], strict=True)
+    ]
+    assert sorted(scored) == sorted(tuple(ids.tolist()) for ids in examples)
+    assert [len(ids) for ids in scored] == sorted((len(ids) for ids in examples), reverse=True)
+    padded = sum(batch["input_ids"].numel() for batch in batches)
+    groups = [examples[i : i + 4] for i in range(0, len(examples), 4)]  # dataset order
+    in_order = sum(max(len(ids) for ids in group) * len(group) for group in groups)
+    assert padded < 0.8 * in_order, (padded, in_order)
+
+
 def test_setup_is_idempotent_and_keeps_a_fitted_tokenizer():
     source = TinySource()
     pretrained = BPETokenizer(vocab_size=260).fit(["something else entirely"])
