@@ -11,7 +11,72 @@ from torch import Tensor, nn
 
 from lm_lab.encoders.positions import Rotary, token_positions
 
-KVCache = tuple[Tensor, Tensor]  # keys and values of every token seen so far, (B, H, S, Dh) each
+
+class _Buffers:
+    """Key and value storage (B, Hkv, capacity, Dh) each, shared by the caches that view it;
+    `filled` is how many columns hold data, so only the cache that ends there may append in
+    place (an older cache of the same buffer, e.g. a prefix continued twice, copies first)."""
+
+    def __init__(self, k: Tensor, v: Tensor, filled: int) -> None:
+        self.k, self.v, self.filled = k, v, filled
+
+
+class KVCache:
+    """Keys and values of every token seen so far: the first `length` columns of a buffer that
+    grows by doubling, so a decoding step writes one column in place instead of copying the
+    whole cache with `torch.cat` (quadratic in the number of generated tokens)."""
+
+    MIN_CAPACITY = 16  # columns of the first allocation when the prompt is shorter
+
+    def __init__(self, buffers: _Buffers, length: int) -> None:
+        self.buffers, self.length = buffers, length
+
+    @property
+    def keys(self) -> Tensor:
+        return self.buffers.k[:, :, : self.length]  # (B, Hkv, S, Dh)
+
+    @property
+    def values(self) -> Tensor:
+        return self.buffers.v[:, :, : self.length]  # (B, Hkv, S, Dh)
+
+    @classmethod
+    def start(cls, k: Tensor, v: Tensor) -> "KVCache":
+        """A cache holding k, v (B, Hkv, t, Dh) with room to grow."""
+        return cls(_Buffers(k[:, :, :0], v[:, :, :0], 0), 0).append(k, v)
+
+    def append(self, k: Tensor, v: Tensor) -> "KVCache":
+        """The cache with k, v (B, Hkv, t, Dh) after its columns; this one stays valid."""
+        end = self.length + k.shape[2]
+        buffers = (
+            self.buffers if self._writable(end) else self._grown(max(2 * end, self.MIN_CAPACITY))
+        )
+        buffers.k[:, :, self.length : end] = k
+        buffers.v[:, :, self.length : end] = v
+        buffers.filled = end
+        return KVCache(buffers, end)
+
+    def repeat(self, n: int) -> "KVCache":
+        """The one-row cache for n rows: an expanded view, no copy, whose capacity is its length,
+        so its first `append` copies it into an n-row buffer of its own."""
+        k, v = (t.expand(n, -1, -1, -1) for t in (self.keys, self.values))  # (n, Hkv, S, Dh)
+        return KVCache(_Buffers(k, v, self.length), self.length)
+
+    def _writable(self, end: int) -> bool:
+        """Whether columns length..end-1 may be written in place: room, no other cache's
+        columns there, and not an inference tensor outside inference mode (a chat cache made by
+        `generate_ids` and fed under `no_grad`)."""
+        k = self.buffers.k
+        inference_only = k.is_inference() and not torch.is_inference_mode_enabled()
+        return self.buffers.filled == self.length and end <= k.shape[2] and not inference_only
+
+    def _grown(self, capacity: int) -> _Buffers:
+        """New buffers of `capacity` columns holding this cache's columns."""
+        k, v = self.keys, self.values
+        B, H, _, Dh = k.shape
+        new_k = k.new_empty(B, H, capacity, Dh)  # (B, Hkv, capacity, Dh)
+        new_v = v.new_empty(B, H, capacity, Dh)
+        new_k[:, :, : self.length], new_v[:, :, : self.length] = k, v
+        return _Buffers(new_k, new_v, self.length)
 
 
 def _linear(d_in: int, d_out: int, bias: bool) -> nn.Linear:
@@ -101,10 +166,10 @@ class SelfAttention(nn.Module):
         and values plus their own; returns the output and the grown cache."""
         t = x.shape[1]
         q, k, v = self._heads(x, token_positions(offset, t, n_pad))
-        if cache is not None:
-            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)  # (B, H, S, Dh)
+        cache = KVCache.start(k, v) if cache is None else cache.append(k, v)
+        k, v = cache.keys, cache.values  # (B, Hkv, S, Dh)
         mask = cache_mask(offset, t, k.shape[2], n_pad)
-        return self._attend(q, k, v, mask, is_causal=mask is None and t > 1), (k, v)
+        return self._attend(q, k, v, mask, is_causal=mask is None and t > 1), cache
 
     def _heads(self, x: Tensor, offset: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q (B, H, T, Dh) and k, v (B, Hkv, T, Dh) of x (B, T, D), rotated for positions

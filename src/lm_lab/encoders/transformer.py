@@ -65,7 +65,7 @@ class TransformerBlock(nn.Module):
 
     @staticmethod
     def repeat_state(cache: KVCache, n: int) -> KVCache:
-        return tuple(t.expand(n, -1, -1, -1) for t in cache)  # (n, Hkv, S, Dh) each
+        return cache.repeat(n)  # (n, Hkv, S, Dh) keys and values
 
     def _mlp(self, x: Tensor, attended: Tensor) -> Tensor:
         """The residual sum of the block's input x and its attention output (B, T, D) each."""
