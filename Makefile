@@ -65,6 +65,9 @@ sweep: $(STAMP) ## W&B sweep (sweep.yaml) plus one agent running COUNT runs; nee
 bench: $(STAMP) ## plain PyTorch loop vs lm_lab: train and generate tokens/s (ARGS="--threads 1 ...")
 	$(PY) bench/lm_speed.py $(ARGS)
 
+bench-hf: $(STAMP) ## lm_lab vs transformers + peft on SmolLM2: forward, generation, LoRA, ICL, bandwidth (< 10 min)
+	$(PY) bench/hf_speed.py $(ARGS)
+
 bench-data: $(STAMP) ## corpus preparation (16 MB, 160 MB): MB/s, peak RSS, bytes/token vs one in-memory encode_batch (~15 min)
 	$(PY) bench/data_speed.py $(ARGS)
 
@@ -86,4 +89,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full test-reliability finetune-compare finetune-real mqar mqar-grid bench bench-data bench-full ddp-sim gpu-check ablate report sweep lint format clean
+.PHONY: help install train test test-full test-reliability finetune-compare finetune-real mqar mqar-grid bench bench-hf bench-data bench-full ddp-sim gpu-check ablate report sweep lint format clean

@@ -1,0 +1,289 @@
+"""lm_lab against transformers (+ peft) on the same Hugging Face weights, in one process.
+
+    python bench/hf_speed.py [--ckpt smollm2] [--threads 1 2] [--repeats 3] [--quick]
+
+Both sides get the same inputs, alternating within each repeat; the median of `--repeats` wall
+times counts. transformers runs with eager and SDPA attention on the forward pass; the faster
+of the two then runs generation (measuring both there would double a bench that must fit in ten
+minutes on two cores). LoRA training runs each side in a spawned child, so each child's peak
+RSS (`ru_maxrss`, a process high-water mark) is its own. The logit-agreement line comes first:
+the speeds are of the same computation only if the logits agree.
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lm_lab.build import load_module  # noqa: E402
+from lm_lab.finetune.base import is_added  # noqa: E402
+from lm_lab.finetune.lora import LoRA  # noqa: E402
+from lm_lab.hf.folder import resolve  # noqa: E402
+from lm_lab.tasks.sampling import generate_ids  # noqa: E402
+
+AGREE = 1e-4  # max |logit difference| for the two sides to count as the same computation
+TARGETS = ["q", "k", "v", "o"]  # LoRA on every attention projection, both sides
+FULL = dict(batch=8, seq=128, prompt=32, new=128, icl_queries=50, train_steps=3)
+QUICK = dict(batch=2, seq=16, prompt=8, new=8, icl_queries=4, train_steps=2)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def hf_model(folder: Path, attn: str) -> torch.nn.Module:
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, attn_implementation=attn, dtype=torch.float32
+    )
+    model.generation_config.eos_token_id = None  # both sides generate every requested token
+    return model.eval()
+
+
+def random_ids(vocab: int, batch: int, length: int, seed: int) -> torch.Tensor:
+    return torch.randint(3, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def left_padded(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (B, T) left-padded with 0 and the attention mask (B, T) transformers takes."""
+    T = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), T, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, T - len(p) :], mask[row, T - len(p) :] = torch.tensor(p), 1
+    return ids, mask
+
+
+def hf_generate(model: torch.nn.Module, prompts: list[list[int]], new: int) -> torch.Tensor:
+    ids, mask = left_padded(prompts)
+    out = model.generate(
+        ids, attention_mask=mask, max_new_tokens=new, do_sample=False, pad_token_id=0
+    )
+    return out[:, ids.shape[1] :]  # (B, new)
+
+
+def read_bandwidth(mb: int = 256, repeats: int = 5) -> float:
+    """Bytes/s of summing an fp32 buffer far larger than the caches: each byte read once."""
+    x = torch.ones(mb * 2**20 // 4)
+    best = min(median_seconds(x.sum, 1) for _ in range(repeats))
+    return x.numel() * 4 / best
+
+
+def lora_child(side: str, folder: str, threads: int, size: dict, queue: mp.Queue) -> None:
+    """Tokens/s of LoRA training steps (AdamW, rank 8 on q, k, v, o) and this child's peak RSS."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if side == "lm_lab":
+        module, _ = load_module(folder)
+        LoRA(rank=8, alpha=16.0, targets=[f"attn.{t}" for t in TARGETS]).apply(module)
+        for name, param in module.named_parameters():  # peft trains the updates alone
+            param.requires_grad_(is_added(name))
+        forward = module
+    else:
+        import peft
+
+        config = peft.LoraConfig(
+            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=[f"{t}_proj" for t in TARGETS]
+        )
+        module = peft.get_peft_model(hf_model(Path(folder), "sdpa"), config)
+        forward = lambda ids: module(input_ids=ids).logits  # noqa: E731
+    module.train()
+    vocab = forward(torch.ones(1, 1, dtype=torch.long)).shape[-1]
+    ids = random_ids(vocab, size["batch"], size["seq"], 3)  # (B, T)
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+
+    def train_step() -> None:
+        logits = forward(ids)  # (B, T, V)
+        F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+        opt.step()
+        opt.zero_grad()
+
+    train_step()  # allocator and AdamW state warm-up
+    seconds = median_seconds(train_step, size["train_steps"])
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put((ids.numel() / seconds, rss_mb))
+
+
+def lora_rows(folder: Path, threads: int, size: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    result = {}
+    for side in ("lm_lab", "peft"):
+        queue = ctx.Queue()
+        child = ctx.Process(target=lora_child, args=(side, str(folder), threads, size, queue))
+        child.start()
+        result[side] = queue.get()
+        child.join()
+    return result
+
+
+def icl_rate(module, queries: int, k: int = 8) -> dict[str, float]:
+    """Queries/s of SST-2 validation scoring at k demos: shared prefix vs every whole prompt."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from icl_prefix_cache import TEMPLATE, rows
+
+    from lm_lab.eval.icl import (
+        Prompter,
+        label_groups,
+        label_logprobs,
+        lm_logits,
+        prefix_cached,
+        sample_demos,
+        whole_prompt,
+    )
+
+    pool, texts = rows("train"), [t for t, _ in rows("validation")[:queries]]
+    demos = sample_demos(pool, label_groups(pool, True), k, random.Random(0), set(texts))
+    prompter = Prompter(TEMPLATE, module.tokenizer)
+    prompts = prompter.prompts(demos, texts)
+    conts = [module.tokenizer.encode(prompter.continuation(x)) for x in ("negative", "positive")]
+    paths = {
+        "shared_prefix": prefix_cached,
+        "whole_prompt": lambda m, p: whole_prompt(lm_logits(m), p),
+    }
+    rates = {}
+    for name, make in paths.items():
+        seconds = median_seconds(
+            lambda make=make: label_logprobs(
+                make(module, prompts.prefix), prompts.queries, conts, module.tokenizer.pad_id, 16
+            ),
+            1,
+        )
+        rates[name] = queries / seconds
+    return rates
+
+
+def measure(folder: Path, threads: int, repeats: int, size: dict) -> dict:
+    torch.set_num_threads(threads)
+    module, _ = load_module(str(folder))
+    hf = {attn: hf_model(folder, attn) for attn in ("eager", "sdpa")}
+    vocab = hf["sdpa"].config.vocab_size
+    ids = random_ids(vocab, size["batch"], size["seq"], 0)  # (B, T)
+    out: dict = {"threads": threads}
+    with torch.inference_mode():
+        ours = module(ids)
+        out["max_abs_logit_diff"] = max(
+            (ours - model(input_ids=ids).logits).abs().max().item() for model in hf.values()
+        )
+        verdict = "agree" if out["max_abs_logit_diff"] <= AGREE else "DISAGREE"
+        print(  # first: the speeds below are of the same computation only if this agrees
+            f"logits, {threads} thread(s): max |lm_lab - transformers| = "
+            f"{out['max_abs_logit_diff']:.2e} ({verdict}, limit {AGREE:g})",
+            flush=True,
+        )
+        fwd = {"lm_lab": lambda: module(ids)}
+        fwd |= {f"hf_{a}": lambda m=m: m(input_ids=ids).logits for a, m in hf.items()}
+        times = {name: [] for name in fwd}
+        for _ in range(repeats):  # alternating
+            for name, fn in fwd.items():
+                times[name].append(median_seconds(fn, 1))
+        secs = {name: statistics.median(t) for name, t in times.items()}
+        best = min(("hf_eager", "hf_sdpa"), key=secs.get)
+        out["hf_attn"] = best.removeprefix("hf_")
+        out["forward_tok_s"] = {n: ids.numel() / secs[n] for n in ("lm_lab", best)}
+        gen = random_ids(vocab, size["batch"], size["prompt"], 1)
+        batches = {
+            "generate_b1_tok_s": [gen[0].tolist()],
+            "generate_b8_tok_s": [
+                gen[r, : size["prompt"] - 2 * r].tolist() for r in range(len(gen))
+            ],
+        }
+        sides = {
+            "lm_lab": lambda p: generate_ids(module, p, size["new"], temperature=0),
+            best: lambda p: hf_generate(hf[best.removeprefix("hf_")], p, size["new"]),
+        }
+        for key, prompts in batches.items():
+            times = {name: [] for name in sides}
+            for _ in range(repeats):
+                for name, fn in sides.items():
+                    times[name].append(median_seconds(lambda fn=fn, p=prompts: fn(p), 1))
+            tokens = len(prompts) * size["new"]
+            out[key] = {n: tokens / statistics.median(t) for n, t in times.items()}
+        if size["icl_queries"]:
+            out["icl_k8_queries_s"] = icl_rate(module, size["icl_queries"])
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    bandwidth = read_bandwidth()
+    out["read_bandwidth_gb_s"] = bandwidth / 1e9
+    out["batch1_limit_tok_s"] = bandwidth / weight_bytes
+    out["lm_lab_fraction_of_limit"] = out["generate_b1_tok_s"]["lm_lab"] / out["batch1_limit_tok_s"]
+    out["lora_train"] = lora_rows(folder, threads, size)
+    return out
+
+
+def table(results: list[dict]) -> str:
+    lines = ["measure | threads | lm_lab | transformers | ratio | target"]
+    for r in results:
+        hf = f"hf_{r['hf_attn']}"
+        for key, target in (
+            ("forward_tok_s", 1.0),
+            ("generate_b1_tok_s", 1.2),
+            ("generate_b8_tok_s", 1.2),
+        ):
+            a, b = r[key]["lm_lab"], r[key][hf]
+            lines.append(
+                f"{key} | {r['threads']} | {a:.1f} | {b:.1f} ({hf}) | {a / b:.2f}x | >= {target}x"
+            )
+        (a, ra), (b, rb) = r["lora_train"]["lm_lab"], r["lora_train"]["peft"]
+        lines.append(
+            f"lora_train_tok_s | {r['threads']} | {a:.1f} | {b:.1f} (peft) | {a / b:.2f}x | >= 1.0x"
+        )
+        lines.append(
+            f"lora_peak_rss_mb | {r['threads']} | {ra:.0f} | {rb:.0f} (peft) | "
+            f"{ra / rb:.2f}x | <= 1.0x"
+        )
+        if "icl_k8_queries_s" in r:
+            c, w = r["icl_k8_queries_s"]["shared_prefix"], r["icl_k8_queries_s"]["whole_prompt"]
+            lines.append(
+                f"icl_k8_queries_s | {r['threads']} | {c:.2f} shared | {w:.2f} whole | "
+                f"{c / w:.2f}x | >= 4x"
+            )
+        lines.append(
+            f"batch-1 limit | {r['threads']} | {r['read_bandwidth_gb_s']:.1f} GB/s read -> "
+            f"{r['batch1_limit_tok_s']:.1f} tok/s | lm_lab "
+            f"{r['lm_lab_fraction_of_limit']:.0%} | | >= 70%"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", default="smollm2", help="a named model or a HF folder")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shapes, one repeat: a smoke test"
+    )
+    parser.add_argument("--no-icl", action="store_true", help="skip ICL scoring (needs SST-2)")
+    parser.add_argument("--out", default=str(ROOT / "logs" / "hf_speed.json"))
+    args = parser.parse_args()
+    size = dict(QUICK if args.quick else FULL)
+    if args.no_icl:
+        size["icl_queries"] = 0
+    repeats = 1 if args.quick else args.repeats
+    folder = resolve(args.ckpt, "ckpt_path")
+    results = [measure(folder, t, repeats, size) for t in args.threads]
+    print(table(results))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"size": size, "results": results}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
