@@ -139,29 +139,21 @@ def icl_rate(module, queries: int, k: int = 8) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "bench"))
     from icl_prefix_cache import TEMPLATE, rows
 
-    from lm_lab.eval.icl import (
-        Prompter,
-        label_groups,
-        label_logprobs,
-        lm_logits,
-        prefix_cached,
-        sample_demos,
-        whole_prompt,
-    )
+    from lm_lab.eval import icl
 
     pool, texts = rows("train"), [t for t, _ in rows("validation")[:queries]]
-    demos = sample_demos(pool, label_groups(pool, True), k, random.Random(0), set(texts))
-    prompter = Prompter(TEMPLATE, module.tokenizer)
+    demos = icl.sample_demos(pool, icl.label_groups(pool, True), k, random.Random(0), set(texts))
+    prompter = icl.Prompter(TEMPLATE, module.tokenizer)
     prompts = prompter.prompts(demos, texts)
     conts = [module.tokenizer.encode(prompter.continuation(x)) for x in ("negative", "positive")]
     paths = {
-        "shared_prefix": prefix_cached,
-        "whole_prompt": lambda m, p: whole_prompt(lm_logits(m), p),
+        "shared_prefix": icl.prefix_cached,
+        "whole_prompt": lambda m, p: icl.whole_prompt(icl.lm_logits(m), p),
     }
     rates = {}
     for name, make in paths.items():
         seconds = median_seconds(
-            lambda make=make: label_logprobs(
+            lambda make=make: icl.label_logprobs(
                 make(module, prompts.prefix), prompts.queries, conts, module.tokenizer.pad_id, 16
             ),
             1,
