@@ -44,6 +44,8 @@ def test_a_planted_upward_import_breaks_the_contract(tmp_path: Path) -> None:
 def test_the_check_that_loaded_lightning_breaks_the_early_path(tmp_path: Path) -> None:
     """How validate_config loaded Lightning for every bad value (~6 s): the data counts' check
     imported from the datamodule."""
-    result = planted(tmp_path, "cli/validate.py", "from lm_lab.data.datamodule import check_counts")
+    result = planted(
+        tmp_path, "cli/validate.py", "from lm_lab.data.loaders.datamodule import check_counts"
+    )
     assert result.returncode != 0
-    assert "lm_lab.cli.validate -> lm_lab.data.datamodule" in result.stdout
+    assert "lm_lab.cli.validate -> lm_lab.data.loaders.datamodule" in result.stdout

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from lm_lab.checkpoint import CheckpointMeta, load_plain, read_checkpoint, read_meta
-from lm_lab.data.tokenizers import from_json
+from lm_lab.data.tokenization.tokenizers import from_json
 from lm_lab.encoders.backbone import Backbone
 from lm_lab.finetune.base import apply_finetune
 from lm_lab.finetune.setup import restore_adapter

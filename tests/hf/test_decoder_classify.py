@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lm_lab.build import build_module, load_module, trained_causally
 from lm_lab.checkpoint import CheckpointMeta
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 from lm_lab.finetune.setup import prepare_finetune
 from lm_lab.finetune.transfer import pretrained_tokenizer
 from lm_lab.hf.configure import use_pretrained

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lm_lab.build import build_module
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.tasks.classifier import Classifier
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
