@@ -24,7 +24,7 @@ def lint(src: Path) -> subprocess.CompletedProcess:
 def test_no_module_imports_a_higher_layer() -> None:
     result = lint(ROOT / "src")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "2 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
 
 
 def planted(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
@@ -49,3 +49,10 @@ def test_the_check_that_loaded_lightning_breaks_the_early_path(tmp_path: Path) -
     )
     assert result.returncode != 0
     assert "lm_lab.cli.validate -> lm_lab.data.loaders.datamodule" in result.stdout
+
+
+def test_a_source_that_imports_a_tokenizer_breaks_the_data_contract(tmp_path: Path) -> None:
+    """data/'s sub-packages: sources read text and know no tokenizer (nor loaders above)."""
+    result = planted(tmp_path, "data/sources/split.py", "from lm_lab.data.tokenization import chat")
+    assert result.returncode != 0
+    assert "lm_lab.data.sources.split -> lm_lab.data.tokenization.chat" in result.stdout
