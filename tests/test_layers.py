@@ -56,3 +56,10 @@ def test_a_source_that_imports_a_tokenizer_breaks_the_data_contract(tmp_path: Pa
     result = planted(tmp_path, "data/sources/split.py", "from lm_lab.data.tokenization import chat")
     assert result.returncode != 0
     assert "lm_lab.data.sources.split -> lm_lab.data.tokenization.chat" in result.stdout
+
+
+def test_a_task_reaching_up_to_build_breaks_the_contract(tmp_path: Path) -> None:
+    """The circle load_from_checkpoint once hid behind import_module is now a visible import."""
+    result = planted(tmp_path, "tasks/base.py", "from lm_lab.build import load_module")
+    assert result.returncode != 0
+    assert "lm_lab.tasks.base -> lm_lab.build" in result.stdout
