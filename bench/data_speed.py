@@ -84,9 +84,9 @@ def build_corpus(folder: Path, target_bytes: int, layout: str) -> None:
 
 
 def child_prepare(corpus: str, cache: str, vocab: int) -> dict:
-    from lm_lab.data.documents import TextFiles
-    from lm_lab.data.prepare import prepare
-    from lm_lab.data.tokenizers import BPETokenizer
+    from lm_lab.data.preparation.prepare import prepare
+    from lm_lab.data.sources.documents import TextFiles
+    from lm_lab.data.tokenization.tokenizers import BPETokenizer
 
     started = time.perf_counter()
     prepared = prepare(TextFiles(corpus), BPETokenizer(vocab, train_max_chars=10**7), cache)
@@ -108,7 +108,7 @@ def child_prepare(corpus: str, cache: str, vocab: int) -> dict:
 def child_reference(corpus: str, tokenizer_json: str) -> dict:
     from tokenizers import Tokenizer
 
-    from lm_lab.data.tokenizers import load
+    from lm_lab.data.tokenization.tokenizers import load
 
     tok: Tokenizer = load(tokenizer_json)._tok
     paths = sorted(p for p in Path(corpus).rglob("*") if p.is_file())
@@ -125,9 +125,9 @@ def child_reference(corpus: str, tokenizer_json: str) -> dict:
 
 def child_setup(corpus: str, cache: str, vocab: int) -> dict:
     """The data setup of a new run (`TextDataModule.setup`) on an already prepared corpus."""
-    from lm_lab.data.datamodule import TextDataModule
-    from lm_lab.data.documents import TextFiles, content_digest
-    from lm_lab.data.tokenizers import BPETokenizer
+    from lm_lab.data.loaders.datamodule import TextDataModule
+    from lm_lab.data.sources.documents import TextFiles, content_digest
+    from lm_lab.data.tokenization.tokenizers import BPETokenizer
 
     source = TextFiles(corpus)
     tokenizer = BPETokenizer(vocab, train_max_chars=10**7)

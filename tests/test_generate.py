@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lm_lab.cli.entry import cli
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.generate import check_settings, unescape
 from lm_lab.generate import run as generate
 from lm_lab.train import run as train

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from lm_lab.checkpoint import CheckpointMeta, load_plain, read_checkpoint, read_meta
-from lm_lab.data.tokenizers import from_json
+from lm_lab.data.tokenization.tokenizers import from_json
 from lm_lab.encoders.backbone import Backbone
 from lm_lab.finetune.base import apply_finetune
 from lm_lab.finetune.setup import restore_adapter
@@ -135,6 +135,25 @@ def load_module(
         module.load_state_dict(ckpt["state_dict"])
     module.run_config = meta.config
     return module.eval().to(dtype), cfg
+
+
+def load_task(path: str | Path, task: type["TaskModule"], map_location: Any = None) -> "TaskModule":
+    """What `Classifier.load_from_checkpoint(path)` is in other Lightning projects, on best.ckpt /
+    last.ckpt: the module rebuilt by `load_module`, refused unless it is a `task`, so a caller
+    expecting a classifier never gets a language model. Adapter-only files (adapter.pt) need
+    `load_module` and their base checkpoint."""
+    if read_meta(path).adapter_only:
+        raise ConfigError(
+            f"{path}: an adapter-only file; load it with "
+            "lm_lab.build.load_module(path, base_ckpt=<the LM checkpoint it was tuned from>)"
+        )
+    module, _ = load_module(path)
+    if not isinstance(module, task):
+        raise ConfigError(
+            f"{path}: a {type(module).__name__} checkpoint, not a {task.__name__}; "
+            f"use load_task(path, {type(module).__name__})"
+        )
+    return module.to(map_location) if map_location is not None else module
 
 
 def check_weights_fit(module: nn.Module, path: str | Path, key: str = "ckpt_path") -> None:

@@ -21,7 +21,7 @@ from lm_lab.cli.config import apply_extras, instantiate_dict
 from lm_lab.cli.loggers import finish_wandb, log_config, log_hparams_results
 from lm_lab.cli.run_lock import LOCK_FILE
 from lm_lab.cli.validate import LIGHTNING_CKPT_NAMES, check_batches_per_epoch
-from lm_lab.data.datamodule import TextDataModule
+from lm_lab.data.loaders.datamodule import TextDataModule
 from lm_lab.finetune.setup import prepare_finetune, save_adapter
 from lm_lab.finetune.transfer import pretrained_tokenizer
 from lm_lab.hf.folder import is_hf_source

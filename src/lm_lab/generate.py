@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from lm_lab.build import load_module
 from lm_lab.cli.config import apply_extras, send_logs_to_hydra
-from lm_lab.data.chat import Message, render
-from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.data.tokenization.chat import Message, render
+from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.tasks.sampling import Cache, check_sampling, generate_completions, is_count
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lm_lab.data.datamodule import TextDataModule
-from lm_lab.data.documents import TextFiles
-from lm_lab.data.prepare import prepare
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.loaders.datamodule import TextDataModule
+from lm_lab.data.preparation.prepare import prepare
+from lm_lab.data.sources.documents import TextFiles
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,9 @@ def test_prepare_once_then_a_run_only_reads(tmp_path, monkeypatch):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "data setup took" in done.stdout + done.stderr
-    monkeypatch.setattr("lm_lab.data.prepare.build", lambda *a: pytest.fail("prepared twice"))
+    monkeypatch.setattr(
+        "lm_lab.data.preparation.prepare.build", lambda *a: pytest.fail("prepared twice")
+    )
     datamodule = TextDataModule(
         TextFiles(str(corpus)),
         CharTokenizer(),
@@ -72,7 +74,7 @@ import os
 import time
 from pathlib import Path
 
-from lm_lab.data import shards
+from lm_lab.data.preparation import shards
 
 add = shards.ShardWriter.add
 

@@ -3,9 +3,14 @@
 import pytest
 import torch
 
-from lm_lab.data.classification import ClassificationDataset, collate, label_ids, label_names_of
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.loaders.classification import (
+    ClassificationDataset,
+    collate,
+    label_ids,
+    label_names_of,
+)
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.utils.errors import ConfigError
 
 

@@ -19,15 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from lm_lab.data import prepare as prepare_module
-from lm_lab.data import shards
-from lm_lab.data.datamodule import TextDataModule
-from lm_lab.data.documents import TextFiles
-from lm_lab.data.language_modeling import RandomWindows, token_stream
-from lm_lab.data.prepare import chunks, encoded_chunks, prepare, training_sample
-from lm_lab.data.shards import MANIFEST, TOKENIZER
-from lm_lab.data.tokenizers import BPETokenizer, CharTokenizer, IdTokenizer
-from lm_lab.data.tokenizers import load as load_tokenizer
+from lm_lab.data.loaders.datamodule import TextDataModule
+from lm_lab.data.loaders.language_modeling import RandomWindows, token_stream
+from lm_lab.data.preparation import prepare as prepare_module
+from lm_lab.data.preparation import shards
+from lm_lab.data.preparation.prepare import chunks, encoded_chunks, prepare, training_sample
+from lm_lab.data.preparation.shards import MANIFEST, TOKENIZER
+from lm_lab.data.sources.documents import TextFiles
+from lm_lab.data.tokenization.tokenizers import BPETokenizer, CharTokenizer, IdTokenizer
+from lm_lab.data.tokenization.tokenizers import load as load_tokenizer
 from lm_lab.utils.errors import ConfigError
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "mu"]
@@ -155,7 +155,7 @@ def test_uint32_past_65536_ids(tmp_path):
 def test_a_second_preparation_reads_the_cache(tmp_path, monkeypatch):
     write_files(tmp_path, 30)
     first = prepare(TextFiles(tmp_path), BPETokenizer(vocab_size=300), tmp_path / "c")
-    monkeypatch.setattr("lm_lab.data.prepare.build", lambda *a: pytest.fail("rebuilt"))
+    monkeypatch.setattr("lm_lab.data.preparation.prepare.build", lambda *a: pytest.fail("rebuilt"))
     again = prepare(TextFiles(tmp_path), BPETokenizer(vocab_size=300), tmp_path / "c")
     assert again.folder == first.folder and again.tokenizer.to_json() == first.tokenizer.to_json()
     fitted = prepare(TextFiles(tmp_path), first.tokenizer, tmp_path / "c")  # e.g. eval.py
@@ -256,10 +256,10 @@ def test_the_loser_of_the_publish_race_uses_the_winners_tokenizer(tmp_path, monk
 
 KILLED_MID_WAY = """
 import os, signal, sys
-from lm_lab.data import shards
-from lm_lab.data.documents import TextFiles
-from lm_lab.data.prepare import prepare
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.preparation import shards
+from lm_lab.data.sources.documents import TextFiles
+from lm_lab.data.preparation.prepare import prepare
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 
 add = shards.ShardWriter.add
 def add_then_die(self, *args):

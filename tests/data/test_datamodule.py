@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lm_lab.data.datamodule import TextDataModule
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import BPETokenizer, CharTokenizer
+from lm_lab.data.loaders.datamodule import TextDataModule
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import BPETokenizer, CharTokenizer
 from lm_lab.utils.errors import ConfigError
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from lm_lab.data.documents import TextFiles
-from lm_lab.data.hf import HFDataset
-from lm_lab.data.prepare import prepare
+from lm_lab.data.preparation.prepare import prepare
 from lm_lab.data.sources import CsvFiles, JsonlFiles
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.sources.documents import TextFiles
+from lm_lab.data.sources.hf import HFDataset
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.utils.errors import ConfigError
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lm_lab.data.datamodule import TextDataModule
+from lm_lab.data.loaders.datamodule import TextDataModule
 from lm_lab.data.sources import CsvFiles, JsonlFiles, TextFiles
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.utils.errors import ConfigError
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_lab.data.hf import HFDataset
+from lm_lab.data.sources.hf import HFDataset
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
 

@@ -5,15 +5,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lm_lab.data.language_modeling import (
+from lm_lab.data.loaders.language_modeling import (
     IGNORE,
     EvalWindows,
     RandomWindows,
     WindowBatches,
     token_stream,
 )
-from lm_lab.data.shards import TokenShards
-from lm_lab.data.tokenizers import ByteTokenizer, CharTokenizer
+from lm_lab.data.preparation.shards import TokenShards
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer, CharTokenizer
 
 
 def test_stream_joins_texts_like_the_joined_string():

@@ -7,11 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm_lab.data import documents
-from lm_lab.data.documents import TextFiles, Unreadable, check_utf8, cut, cut_point, stream_text
-from lm_lab.data.prepare import MemoryCorpus, prepare
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import BPETokenizer, CharTokenizer
+from lm_lab.data.preparation.prepare import MemoryCorpus, prepare
+from lm_lab.data.sources import documents
+from lm_lab.data.sources.documents import (
+    TextFiles,
+    Unreadable,
+    check_utf8,
+    cut,
+    cut_point,
+    stream_text,
+)
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import BPETokenizer, CharTokenizer
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "mu"]
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_lab.data import stdlib_docs
-from lm_lab.data.sources import PydocCorpus, Split
+from lm_lab.data.sources import PydocCorpus, Split, stdlib_docs
 from lm_lab.utils.errors import ConfigError
 
 

@@ -5,9 +5,9 @@ drives it: set_epoch, iterate, state_dict into the checkpoint, load_state_dict o
 import pytest
 import torch
 
-from lm_lab.data.resumable import ResumableLoader, SeededShuffle
-from lm_lab.data.sharding import ShuffledBatches
-from lm_lab.data.synthetic import ExampleBatches
+from lm_lab.data.loaders.resumable import ResumableLoader, SeededShuffle
+from lm_lab.data.loaders.sharding import ShuffledBatches
+from lm_lab.data.loaders.synthetic import ExampleBatches
 
 EPOCH = 1  # an epoch after the first, so the epoch in the state matters too
 

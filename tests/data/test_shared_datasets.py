@@ -2,9 +2,9 @@
 
 import pytest
 
-from lm_lab.data.datamodule import TextDataModule
+from lm_lab.data.loaders.datamodule import TextDataModule
 from lm_lab.data.sources import CsvFiles, TextFiles
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lm_lab.data.language_modeling import IGNORE
-from lm_lab.data.synthetic import MQAR, Induction, SyntheticDataModule, generate
-from lm_lab.data.tokenizers import CharTokenizer, IdTokenizer, from_json
+from lm_lab.data.loaders.language_modeling import IGNORE
+from lm_lab.data.loaders.synthetic import MQAR, Induction, SyntheticDataModule, generate
+from lm_lab.data.tokenization.tokenizers import CharTokenizer, IdTokenizer, from_json
 from lm_lab.utils.errors import ConfigError
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lm_lab.data.tokenizers import (
+from lm_lab.data.tokenization.tokenizers import (
     BPETokenizer,
     ByteTokenizer,
     CharTokenizer,

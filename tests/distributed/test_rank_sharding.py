@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lm_lab.data.datamodule import TextDataModule
-from lm_lab.data.language_modeling import RandomWindows
-from lm_lab.data.split import Split
-from lm_lab.data.synthetic import MQAR, SyntheticDataModule
-from lm_lab.data.tokenizers import CharTokenizer, IdTokenizer
+from lm_lab.data.loaders.datamodule import TextDataModule
+from lm_lab.data.loaders.language_modeling import RandomWindows
+from lm_lab.data.loaders.synthetic import MQAR, SyntheticDataModule
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import CharTokenizer, IdTokenizer
 from lm_lab.utils.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.eval.icl import (
     Prompter,
     PromptTemplate,

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lm_lab.data.tokenizers import IdTokenizer
+from lm_lab.data.tokenization.tokenizers import IdTokenizer
 from lm_lab.eval.probes import induction_accuracy, perplexity
 
 

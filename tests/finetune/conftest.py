@@ -10,7 +10,7 @@ from torch import nn
 
 from lm_lab.build import build_module
 from lm_lab.checkpoint import CheckpointMeta
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 
 LABELS = ["neg", "neu", "pos"]
 

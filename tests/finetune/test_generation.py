@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from lm_lab.build import build_module
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 from lm_lab.finetune.base import is_added
 from lm_lab.tasks.sampling import generate_ids
 from lm_lab.utils.errors import ConfigError

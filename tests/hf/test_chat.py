@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from lm_lab.build import load_module
-from lm_lab.data.chat import render
-from lm_lab.data.tokenizers import PretrainedTokenizer
+from lm_lab.data.tokenization.chat import render
+from lm_lab.data.tokenization.tokenizers import PretrainedTokenizer
 from lm_lab.export import main as export_main
 from lm_lab.generate import run as generate
 from lm_lab.hf.folder import resolve

@@ -10,9 +10,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from lm_lab.build import build_module, load_module, trained_causally
+from lm_lab.build import build_module, load_module, load_task, trained_causally
 from lm_lab.checkpoint import CheckpointMeta
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 from lm_lab.finetune.setup import prepare_finetune
 from lm_lab.finetune.transfer import pretrained_tokenizer
 from lm_lab.hf.configure import use_pretrained
@@ -101,7 +101,7 @@ def test_a_saved_decoder_classifier_rebuilds_causal(compose, tmp_path):
     ids, pad_mask = right_padded(ByteTokenizer().pad_id)
     with torch.no_grad():
         expected = module.features(ids, pad_mask)  # (3, D)
-        for rebuilt in (load_module(saved)[0], Classifier.load_from_checkpoint(saved)):
+        for rebuilt in (load_module(saved)[0], load_task(saved, Classifier)):
             assert (rebuilt.causal, rebuilt.pooling) == (True, "last")
             torch.testing.assert_close(rebuilt.features(ids, pad_mask), expected)
 

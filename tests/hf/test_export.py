@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from lm_lab.build import build_module, load_module
 from lm_lab.checkpoint import CheckpointMeta
-from lm_lab.data.tokenizers import BPETokenizer
+from lm_lab.data.tokenization.tokenizers import BPETokenizer
 from lm_lab.export import main as export_main
 from lm_lab.hf.export import export
 from lm_lab.hf.load import load_language_model

@@ -66,7 +66,7 @@ def test_bos_comes_from_the_tokenizer_config_or_else_its_post_processor(tmp_path
 
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
-    from lm_lab.data.tokenizers import PretrainedTokenizer
+    from lm_lab.data.tokenization.tokenizers import PretrainedTokenizer
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel()

@@ -16,7 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lm_lab.build import load_module
-from lm_lab.data.tokenizers import PretrainedTokenizer
+from lm_lab.data.tokenization.tokenizers import PretrainedTokenizer
 from lm_lab.eval import icl
 from lm_lab.hf import gguf, registry
 from tests.hf.conftest import CONFIGS, VOCAB

@@ -141,7 +141,7 @@ def test_converted_weights_equal_transformers_gguf_loading(smollm2):
     for name, tensor in ours.items():
         torch.testing.assert_close(tensor, theirs[name], atol=0, rtol=0)
     reference = transformers.AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
-    from lm_lab.data.tokenizers import PretrainedTokenizer
+    from lm_lab.data.tokenization.tokenizers import PretrainedTokenizer
 
     tokenizer = PretrainedTokenizer(smollm2)
     for text in [*PROMPTS, "The year 2024 had 365 days.", "naïve café 東京 🙂", "  a\n\n\tb"]:

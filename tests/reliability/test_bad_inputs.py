@@ -18,9 +18,9 @@ from lm_lab.checkpoint import CheckpointMeta
 from lm_lab.cli.entry import cli, guarded
 from lm_lab.cli.run_lock import LOCK_FILE
 from lm_lab.cli.validate import RULES, validate_config
-from lm_lab.data.prepare import MemoryCorpus, prepare
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.preparation.prepare import MemoryCorpus, prepare
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 from lm_lab.evaluate import run as evaluate
 from lm_lab.sizing import encoder_config
 from lm_lab.train import run as train

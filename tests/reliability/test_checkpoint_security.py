@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lm_lab.build import load_task
 from lm_lab.checkpoint import KEY, CheckpointMeta
 from lm_lab.tasks.classifier import Classifier
 from lm_lab.tasks.language_model import LanguageModel
@@ -123,7 +124,7 @@ def test_export_refuses_code_in_the_checkpoint(crafted, tmp_path):
 def test_load_from_checkpoint_refuses_code(task, crafted):
     path, marker = crafted
     with pytest.raises(ConfigError, match=f"^ckpt_path={path}: {REFUSED}"):
-        task.load_from_checkpoint(path)
+        load_task(path, task)
     assert not marker.exists()
 
 
@@ -154,4 +155,4 @@ def test_a_classifier_ensemble_with_an_ngram_bag_writes_plain_data(compose, plan
     for name in ("last.ckpt", "best.ckpt"):
         path = Path(cfg.paths.output_dir) / "checkpoints" / name
         assert torch.load(path, weights_only=True)[KEY]["label_names"] == ["neg", "pos"]
-        assert isinstance(Classifier.load_from_checkpoint(path), Classifier)
+        assert isinstance(load_task(path, Classifier), Classifier)

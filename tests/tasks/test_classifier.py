@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lm_lab.build import build_module
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.tasks.pooling import pool
 
 

@@ -82,7 +82,7 @@ def test_baseline_under_ddp_gives_the_same_numbers(train_cli, data, tmp_path):
 
 def test_a_baseline_name_given_as_a_value_says_how_to_choose_it(compose):
     from lm_lab.build import build_module
-    from lm_lab.data.tokenizers import CharTokenizer
+    from lm_lab.data.tokenization.tokenizers import CharTokenizer
 
     cfg = compose("task.baseline=tfidf_lr")
     with pytest.raises(Exception, match="task/baseline=tfidf_lr"):  # Hydra wraps the ValueError

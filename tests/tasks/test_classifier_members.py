@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm_lab.build import build_module
-from lm_lab.data.tokenizers import CharTokenizer
+from lm_lab.build import build_module, load_task
+from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.tasks.classifier import Classifier
 from lm_lab.train import run as train
 from lm_lab.utils.errors import ConfigError
@@ -72,7 +72,7 @@ def test_an_ensemble_run_saves_and_reloads_every_member(compose):
     metrics = train(cfg)["metrics"]
     assert {"test/acc", "val/acc"} <= set(metrics)
     path = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
-    loaded = Classifier.load_from_checkpoint(path)
+    loaded = load_task(path, Classifier)
     assert len(loaded.others) == 1
     ids = torch.tensor([loaded.tokenizer.encode("Return the value")])
     with torch.no_grad():

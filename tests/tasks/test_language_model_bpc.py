@@ -6,9 +6,9 @@ import lightning as L
 import pytest
 
 from lm_lab.build import build_module
-from lm_lab.data.datamodule import TextDataModule
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.loaders.datamodule import TextDataModule
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 
 EMOJI = "\U0001f600"  # one character, four UTF-8 bytes
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from lm_lab.build import build_module
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 from lm_lab.finetune.head import Head
 from lm_lab.tasks.base import cosine_with_warmup
 

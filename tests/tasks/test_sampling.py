@@ -5,7 +5,7 @@ import torch
 from omegaconf import DictConfig
 
 from lm_lab.build import build_module
-from lm_lab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
 from lm_lab.tasks.language_model import LanguageModel
 from lm_lab.tasks.sampling import (
     check_sampling,

@@ -3,9 +3,9 @@ training: the corpus is tokenized into shards under paths.cache_dir once (e.g. o
 and every rank of the real run only memory-maps them (see docs/corpora.md).
 
 Ctrl-C or SIGTERM (a scheduler's time limit), at any moment of the command, ends it with one
-line on stderr and the exit status 130 / 143 (`lm_lab.data.prepare.interruptible`): the corpus
-being built lives in a private folder that is removed on the way out, so nothing half-written
-is ever published and the next run simply prepares again."""
+line on stderr and the exit status 130 / 143 (`lm_lab.data.preparation.prepare.interruptible`):
+the corpus being built lives in a private folder that is removed on the way out, so nothing
+half-written is ever published and the next run simply prepares again."""
 
 import argparse
 import os
@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from lm_lab.cli.entry import cli
 from lm_lab.cli.resolvers import register_resolvers
-from lm_lab.data.prepare import interruptible
+from lm_lab.data.preparation.prepare import interruptible
 from lm_lab.utils.errors import ConfigError
 
 

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
-from lm_lab.data.counts import check_counts
+from lm_lab.data.loaders.counts import check_counts
 from lm_lab.finetune.transfer import check_architecture
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.tasks.metrics import METRICS

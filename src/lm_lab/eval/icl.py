@@ -22,10 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from lm_lab.data.chat import render
-from lm_lab.data.classification import label_names_of
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.data.loaders.classification import label_names_of
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.chat import render
+from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.eval.curves import save_curve
 from lm_lab.tasks.base import TaskModule
 from lm_lab.tasks.language_model import LanguageModel

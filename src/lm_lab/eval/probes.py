@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lm_lab.data.language_modeling import IGNORE, EvalWindows, token_stream
-from lm_lab.data.synthetic import Induction, generate
-from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.data.loaders.language_modeling import IGNORE, EvalWindows, token_stream
+from lm_lab.data.loaders.synthetic import Induction, generate
+from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.tasks.base import TaskModule
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger

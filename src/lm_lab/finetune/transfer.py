@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint, read_meta
-from lm_lab.data.tokenizers import Tokenizer, from_json
+from lm_lab.data.tokenization.tokenizers import Tokenizer, from_json
 from lm_lab.finetune.base import BACKBONE, group_of
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger

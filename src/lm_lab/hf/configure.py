@@ -52,7 +52,7 @@ def use_pretrained(cfg: DictConfig) -> Pretrained | None:
         cfg.model = OmegaConf.create(model)
         cfg.tokenizer = OmegaConf.create(
             {
-                "_target_": "lm_lab.data.tokenizers.PretrainedTokenizer",
+                "_target_": "lm_lab.data.tokenization.tokenizers.PretrainedTokenizer",
                 "path": str(pretrained.folder),
             }
         )

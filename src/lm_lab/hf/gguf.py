@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from torch import Tensor
 
-from lm_lab.data.pydoc_corpus import default_cache_dir
+from lm_lab.data.sources.pydoc_corpus import default_cache_dir
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 

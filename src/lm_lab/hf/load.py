@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import safe_open
 from torch import nn
 
-from lm_lab.data.tokenizers import PretrainedTokenizer
+from lm_lab.data.tokenization.tokenizers import PretrainedTokenizer
 from lm_lab.hf.families import Rule, model_config, rules
 from lm_lab.hf.folder import read_config, read_json, resolve, weight_files
 from lm_lab.hf.registry import project_conf

@@ -1,6 +1,5 @@
 """The LightningModule every task builds on: optimizer, schedule and a self-contained checkpoint."""
 
-import importlib
 import math
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from lm_lab.checkpoint import KEY, CheckpointMeta, read_meta
+from lm_lab.checkpoint import KEY, CheckpointMeta
 from lm_lab.encoders.backbone import Backbone
 from lm_lab.utils.errors import ConfigError
 
@@ -133,23 +132,14 @@ class TaskModule(L.LightningModule):
     def load_from_checkpoint(  # type: ignore[override]
         cls, checkpoint_path: str | Path, map_location: Any = None, **_: Any
     ) -> "TaskModule":
-        """Lightning's usual entry point, on best.ckpt / last.ckpt. Lightning would call
-        `cls(**hyper_parameters)`, but a backbone and a tokenizer are not hyper-parameters: the
-        module is rebuilt from the config, tokenizer and label names the checkpoint carries, by
-        lm_lab.build.load_module (the assembly layer above tasks/, hence reached by name at call
-        time). Adapter-only files (adapter.pt) need that loader and their base checkpoint."""
-        if read_meta(checkpoint_path).adapter_only:
-            raise ConfigError(
-                f"{checkpoint_path}: an adapter-only file; load it with "
-                "lm_lab.build.load_module(path, base_ckpt=<the LM checkpoint it was tuned from>)"
-            )
-        module, _ = importlib.import_module("lm_lab.build").load_module(checkpoint_path)
-        if not isinstance(module, cls):
-            raise ConfigError(
-                f"{checkpoint_path}: a {type(module).__name__} checkpoint, not a {cls.__name__}; "
-                f"use {type(module).__name__}.load_from_checkpoint"
-            )
-        return module.to(map_location) if map_location is not None else module
+        """Lightning's usual entry point would call `cls(**hyper_parameters)`, but a backbone and
+        a tokenizer are not hyper-parameters: rebuilding needs the config the checkpoint carries,
+        the fine-tuning code and the encoders, i.e. the assembly layer above tasks/. So this
+        names that layer's function instead of reaching up to it (an import circle)."""
+        raise ConfigError(
+            f"{checkpoint_path}: {cls.__name__}.load_from_checkpoint cannot rebuild an lm_lab "
+            f"module; use lm_lab.build.load_task(path, {cls.__name__})"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Everything eval.py and generate.py need travels inside the checkpoint."""

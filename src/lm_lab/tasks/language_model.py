@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from lm_lab.data.language_modeling import IGNORE
+from lm_lab.data.loaders.language_modeling import IGNORE
 from lm_lab.encoders.base import State
 from lm_lab.tasks.base import TaskModule
 from lm_lab.tasks.metrics import METRICS

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
 
 if TYPE_CHECKING:  # a LightningModule: generate.py checks its settings with this module first

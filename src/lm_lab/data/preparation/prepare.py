@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lm_lab.data.documents import SPLITS, CorpusFile, Piece, Unreadable, as_pieces, cut
-from lm_lab.data.shards import (
+from lm_lab.data.preparation.shards import (
     SEPARATOR,
     TOKENIZER,
     ShardWriter,
@@ -53,9 +52,10 @@ from lm_lab.data.shards import (
     publish,
     read_manifest,
 )
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import Tokenizer, from_json
-from lm_lab.data.tokenizers import load as load_tokenizer
+from lm_lab.data.sources.documents import SPLITS, CorpusFile, Piece, Unreadable, as_pieces, cut
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import Tokenizer, from_json
+from lm_lab.data.tokenization.tokenizers import load as load_tokenizer
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 

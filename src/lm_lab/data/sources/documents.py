@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lm_lab.data.pydoc_corpus import unit_hash
-from lm_lab.data.split import Split, check_disjoint
+from lm_lab.data.sources.pydoc_corpus import unit_hash
+from lm_lab.data.sources.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 

@@ -13,20 +13,20 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lm_lab.data.classification import (
+from lm_lab.data.loaders.classification import (
     TRAINING_SPLIT,
     ClassificationDataset,
     collate,
     label_names_of,
 )
-from lm_lab.data.counts import check_counts
-from lm_lab.data.language_modeling import EvalWindows, RandomWindows, WindowBatches
-from lm_lab.data.prepare import MemoryCorpus, PreparedCorpus, prepare
-from lm_lab.data.resumable import ResumableLoader, SeededShuffle
-from lm_lab.data.sharding import eval_share, ranks
-from lm_lab.data.shards import TokenShards
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.data.loaders.counts import check_counts
+from lm_lab.data.loaders.language_modeling import EvalWindows, RandomWindows, WindowBatches
+from lm_lab.data.loaders.resumable import ResumableLoader, SeededShuffle
+from lm_lab.data.loaders.sharding import eval_share, ranks
+from lm_lab.data.preparation.prepare import MemoryCorpus, PreparedCorpus, prepare
+from lm_lab.data.preparation.shards import TokenShards
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lm_lab.data.resumable import EpochSampler
+from lm_lab.data.loaders.resumable import EpochSampler
 from lm_lab.utils.errors import ConfigError
 
 

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 from torch import Tensor
 
-from lm_lab.data import chat
+from lm_lab.data.tokenization import chat
 from lm_lab.utils.errors import ConfigError
 
 SETTINGS_FILE = "lm_lab_tokenizer.json"  # lm_lab's settings beside a Hugging Face tokenizer.json
@@ -31,7 +31,7 @@ class Tokenizer:
     kind: str = ""
     pad_id: int = 0
     eos_id: int | None = None  # ends generation; lm_lab's own tokenizers have none
-    chat_template: str | None = None  # a pretrained model's Jinja chat template (lm_lab.data.chat)
+    chat_template: str | None = None  # a pretrained model's Jinja chat template (see chat.py)
     special_tokens: dict[str, str] = {}  # bos_token, eos_token, ...: the names templates read
     bos_ids: list[int] = []  # put before a whole text (a pretrained model's BOS), else nothing
     unk_id: int | None = None  # the id unseen characters map to; None: every text is encodable

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lm_lab.data.sources import RecordFiles, Row
-from lm_lab.data.split import Split, check_disjoint
+from lm_lab.data.sources.records import RecordFiles, Row
+from lm_lab.data.sources.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 
 REQUIRED = ("train", "validation")  # splits a run cannot do without; test falls back to validation

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from lm_lab.data.language_modeling import IGNORE
-from lm_lab.data.resumable import ResumableLoader
-from lm_lab.data.sharding import ShuffledBatches, eval_share, ranks
-from lm_lab.data.tokenizers import IdTokenizer
+from lm_lab.data.loaders.language_modeling import IGNORE
+from lm_lab.data.loaders.resumable import ResumableLoader
+from lm_lab.data.loaders.sharding import ShuffledBatches, eval_share, ranks
+from lm_lab.data.tokenization.tokenizers import IdTokenizer
 from lm_lab.utils.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")

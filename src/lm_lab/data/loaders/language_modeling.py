@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lm_lab.data.resumable import EpochSampler
-from lm_lab.data.sharding import rank_batches
-from lm_lab.data.shards import SEPARATOR, TokenShards
-from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.data.loaders.resumable import EpochSampler
+from lm_lab.data.loaders.sharding import rank_batches
+from lm_lab.data.preparation.shards import SEPARATOR, TokenShards
+from lm_lab.data.tokenization.tokenizers import Tokenizer
 
 IGNORE = -100  # target value that takes no loss
 

@@ -14,8 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lm_lab.data import stdlib_docs
-from lm_lab.data.split import Split
+from lm_lab.data.sources import stdlib_docs
+from lm_lab.data.sources.split import Split
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 

@@ -6,8 +6,8 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from lm_lab.data.split import Split
-from lm_lab.data.tokenizers import Tokenizer
+from lm_lab.data.sources.split import Split
+from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
 
 

@@ -1,9 +1,6 @@
-"""Sources load raw splits: `load() -> {"train": Split, "validation": Split[, "test": Split]}`.
-
-Record sources (CSV, JSON lines) read a folder (`data.root`) holding one file per split; the
-test file is optional and, when absent, the datamodule tests on validation and says so. Plain
-text corpora of many files (`TextFiles`, `documents.py`) and `PydocCorpus`, the built-in offline
-corpus, live in their own modules and are re-exported here so every source has one address.
+"""Record sources (CSV, JSON lines): `load() -> {"train": Split, "validation": Split[, "test":
+Split]}` from a folder (`data.root`) holding one file per split; the test file is optional and,
+when absent, the datamodule tests on validation and says so.
 """
 
 import csv
@@ -12,13 +9,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lm_lab.data.documents import TextFiles
-from lm_lab.data.pydoc_corpus import PydocCorpus
-from lm_lab.data.split import Split, check_disjoint
+from lm_lab.data.sources.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
-
-__all__ = ["CsvFiles", "JsonlFiles", "PydocCorpus", "Split", "TextFiles"]
 
 log = get_logger(__name__)
 Row = tuple[str, dict[str, Any]]  # (location for messages, e.g. "file.jsonl:12", the record)
