@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lm_lab.build import build_module
-from lm_lab.data.tokenizers import ByteTokenizer
+from lm_lab.data.tokenization.tokenizers import ByteTokenizer
 from lm_lab.encoders.attention import KVCache
 
 ATOL = 1e-5  # fp32
