@@ -6,6 +6,7 @@ from lm_lab.data.tokenization.tokenizers import (
     BPETokenizer,
     ByteTokenizer,
     CharTokenizer,
+    IdTokenizer,
     Tokenizer,
     from_json,
     load,
@@ -120,3 +121,10 @@ def test_a_run_dir_written_before_the_split_still_loads(tmp_path):
     tok = fitted("bpe")
     (tmp_path / "tokenizer.json").write_text(tok.to_json())  # the old single-file wrapper
     assert load(tmp_path / "tokenizer.json").encode(SAMPLES[1]) == tok.encode(SAMPLES[1])
+
+
+def test_an_id_tokenizer_has_the_base_eos_ids():
+    """No EOS id: generation on synthetic ids runs to max_new_tokens (the PretrainedTokenizer
+    override that reads a folder's EOS list once sat here too, on an attribute never set)."""
+    tokenizer = IdTokenizer(12)
+    assert tokenizer.eos_ids == [] and tokenizer.encode("3 0 11") == [3, 0, 11]

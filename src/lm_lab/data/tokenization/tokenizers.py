@@ -181,11 +181,6 @@ class IdTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._vocab_size
 
-    @property
-    def eos_ids(self) -> list[int]:
-        """The folder's declared EOS ids (config.json, generation_config.json), eos_id first."""
-        return super().eos_ids if self._eos_ids is None else self._eos_ids
-
     def encode(self, text: str) -> list[int]:
         return [int(token) for token in text.split()]
 
