@@ -3,6 +3,8 @@
 Every projection is an explicit `nn.Linear` (`q`, `k`, `v`, `o`; `fc`, `proj`, and `up` for
 SwiGLU), so fine-tuning strategies (LoRA, IA3, adapters) can find and wrap each one by name.
 Keys and values may have fewer heads than queries (grouped-query attention, `n_kv_heads`).
+Where nothing wraps q, k and v and no gradient reaches their weights (generation, evaluation,
+a strategy that freezes them), one fused matmul computes all three (`SelfAttention._qkv`).
 """
 
 import torch
@@ -152,6 +154,7 @@ class SelfAttention(nn.Module):
         self.v = _linear(d_model, d_kv, qkv_bias)
         self.o = _linear(d_model, d_model, bias)
         self.resid_drop = nn.Dropout(dropout)
+        self._fused: tuple[tuple, Tensor, Tensor | None] | None = None  # see `_fused_qkv`
 
     def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         q, k, v = self._heads(x, offset=0)
@@ -176,16 +179,42 @@ class SelfAttention(nn.Module):
         `offset` under rope."""
         B, T, _ = x.shape
         q, k, v = (
-            proj(x).view(B, T, heads, -1).transpose(1, 2)  # (B, heads, T, Dh)
-            for proj, heads in (
-                (self.q, self.n_heads),
-                (self.k, self.n_kv_heads),
-                (self.v, self.n_kv_heads),
+            y.view(B, T, heads, -1).transpose(1, 2)  # (B, heads, T, Dh)
+            for y, heads in zip(
+                self._qkv(x), (self.n_heads, self.n_kv_heads, self.n_kv_heads), strict=True
             )
         )
         if self.rope is not None:
             q, k = self.rope(q, k, offset)
         return q, k, v
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, ...]:
+        """q (B, T, D) and k, v (B, T, Dkv) of x: one matmul when `_fused_qkv` allows."""
+        fused = self._fused_qkv()
+        if fused is None:
+            return self.q(x), self.k(x), self.v(x)
+        weight, bias = fused
+        sizes = [self.q.out_features, self.k.out_features, self.v.out_features]
+        return F.linear(x, weight, bias).split(sizes, -1)  # (B, T, D + 2 Dkv) split
+
+    def _fused_qkv(self) -> tuple[Tensor, Tensor | None] | None:
+        """The q, k, v weights (D + 2 Dkv, D) and biases stacked, or None where the three
+        projections must run as modules: a strategy wraps one (parametrization, hook) or a
+        gradient must reach their weights. The stack is a cache, rebuilt when any weight is
+        replaced or written in place (its version counter moves: optimizer step, state dict)."""
+        projs = (self.q, self.k, self.v)
+        if any(type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks for p in projs):
+            return None  # parametrize subclasses the Linear: LoRA, IA3
+        tensors = [t for p in projs for t in (p.weight, p.bias) if t is not None]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return None
+        key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+        if self._fused is None or self._fused[0] != key:
+            with torch.no_grad(), torch.inference_mode(False):  # usable outside inference too
+                weight = torch.cat([p.weight for p in projs])  # (D + 2 Dkv, D)
+                bias = None if self.q.bias is None else torch.cat([p.bias for p in projs])
+            self._fused = (key, weight, bias)
+        return self._fused[1], self._fused[2]
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool

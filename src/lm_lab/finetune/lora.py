@@ -1,7 +1,11 @@
 """LoRA (Hu et al., 2021): W + (alpha / r) B A on chosen weights, A (r, in) random, B (out, r) zero.
 
-Applied with `torch.nn.utils.parametrize`, so it reaches attention and MLP Linears and the
-`weight_ih` / `weight_hh` matrices inside `nn.LSTM` alike, and merges into them exactly.
+Applied with `torch.nn.utils.parametrize`, so it reaches attention and MLP Linears, the token
+embedding and the `weight_ih` / `weight_hh` matrices inside `nn.LSTM` alike, merges into them
+exactly, and keeps one set of state-dict keys (`<w>.parametrizations.weight.0.lora_A`). An
+adapted `nn.Linear` becomes a `LoRALinear`, which computes y = x W^T + s (x A^T) B^T on the
+activations as peft does: rebuilding W + s B A every forward also made autograd compute the
+full (out, in) gradient of the frozen W, one extra matmul per adapted Linear per step.
 """
 
 import math
@@ -9,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from lm_lab.finetune.base import Reparam, Strategy, attach_reparam
 from lm_lab.finetune.targets import weight_targets
@@ -16,7 +21,7 @@ from lm_lab.finetune.targets import weight_targets
 
 class LoRAUpdate(Reparam):
     """W -> W + scale * B @ drop(A); zero at init because B is zero, so the model is unchanged.
-    Dropout acts on A's entries: a parametrization sees the weight, not the layer's input.
+    Dropout acts on A's entries (on either path, so both draw the same mask).
 
     Dropout is training noise on the update, never part of it: `update` (what `merge` folds in
     and `unmerge` takes out) is the deterministic W + scale * B @ A, in any mode."""
@@ -35,8 +40,16 @@ class LoRAUpdate(Reparam):
     def forward(self, weight: Tensor) -> Tensor:
         if self.merged or not (self.training and self.dropout):
             return super().forward(weight)
-        A = F.dropout(self.lora_A, self.dropout)  # (r, in)
-        return weight + self.scale * self.lora_B @ A
+        return weight + self.scale * self.lora_B @ self._noisy_A()
+
+    def low_rank(self, x: Tensor) -> Tensor:
+        """scale * (x A^T) B^T of x (..., in): the update applied to activations, (..., out)."""
+        return self.scale * F.linear(F.linear(x, self._noisy_A()), self.lora_B)
+
+    def _noisy_A(self) -> Tensor:
+        if self.training and self.dropout:
+            return F.dropout(self.lora_A, self.dropout)  # (r, in)
+        return self.lora_A
 
     def delta(self) -> Tensor:
         return self.scale * self.lora_B @ self.lora_A  # (out, in)
@@ -46,6 +59,28 @@ class LoRAUpdate(Reparam):
 
     def revert(self, weight: Tensor) -> Tensor:
         return weight - self.delta()
+
+
+class LoRALinear(nn.Linear):
+    """An `nn.Linear` whose weight may carry a `LoRAUpdate`: while it is the weight's one
+    unmerged parametrization, the update runs on the activations and the full weight is never
+    built; otherwise (merged, stacked with another strategy, parametrization removed by the
+    export) it is a plain Linear on `self.weight`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        update = self._update()
+        if update is None:
+            return F.linear(x, self.weight, self.bias)
+        frozen = self.parametrizations.weight.original  # (out, in), without the update
+        return F.linear(x, frozen, self.bias) + update.low_rank(x)  # (..., out)
+
+    def _update(self) -> LoRAUpdate | None:
+        if not parametrize.is_parametrized(self, "weight"):
+            return None
+        plist = self.parametrizations.weight
+        if len(plist) == 1 and isinstance(plist[0], LoRAUpdate) and not plist[0].merged:
+            return plist[0]
+        return None
 
 
 class LoRA(Strategy):
@@ -64,6 +99,8 @@ class LoRA(Strategy):
 
     def attach(self, module: nn.Module) -> None:
         for _, owner, weight in weight_targets(module, self.targets, "finetune.targets"):
+            if type(owner) is nn.Linear:  # parametrize then subclasses LoRALinear
+                owner.__class__ = LoRALinear
             update = LoRAUpdate(
                 getattr(owner, weight), self.rank, self.alpha, self.dropout, self.rslora
             )
