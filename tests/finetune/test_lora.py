@@ -4,7 +4,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lm_lab.finetune.lora import LoRA
+from lm_lab.finetune.lora import LoRA, LoRAUpdate
 
 ENCODERS = ["transformer", "bilstm", "hybrid"]
 
@@ -155,3 +155,66 @@ def test_embed_target_is_the_token_embedding_only(classifier):
         "backbone.embed.parametrizations.weight.0.lora_A",
         "backbone.embed.parametrizations.weight.0.lora_B",
     }
+
+
+def _one_linear(rank: int = 1, alpha: float = 2.0, dropout: float = 0.0) -> torch.nn.Module:
+    """backbone = Linear(2, 1), W = [[1, 2]], b = [0.5], LoRA A = [[1, -1]], B = [[3]]: the
+    scale is alpha / rank = 2."""
+    module = torch.nn.Module()
+    module.backbone = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    with torch.no_grad():
+        module.backbone[0].weight.copy_(torch.tensor([[1.0, 2.0]]))
+        module.backbone[0].bias.fill_(0.5)
+    LoRA(rank=rank, alpha=alpha, dropout=dropout, targets=["weight"]).apply(module)
+    update = module.backbone[0].parametrizations.weight[0]
+    with torch.no_grad():
+        update.lora_A.copy_(torch.tensor([[1.0, -1.0]]))
+        update.lora_B.fill_(3.0)
+    return module
+
+
+def test_lora_runs_on_the_activations_as_peft_does(monkeypatch):
+    """x = [2, 1]: x W^T + b = 4.5, s (x A^T) B^T = 2 * 1 * 3 = 6, y = 10.5; merged, W becomes
+    W + s B A = [7, -4] and gives 10.5 too. The full weight is never built while unmerged."""
+    module = _one_linear()
+    built = []
+    monkeypatch.setattr(LoRAUpdate, "update", lambda self, w: built.append(w) or w)
+    y = module.backbone(torch.tensor([[2.0, 1.0]]))
+    assert y.item() == 10.5 and built == []
+    monkeypatch.undo()
+    LoRA().merge(module)
+    assert torch.equal(module.backbone[0].weight, torch.tensor([[7.0, -4.0]]))
+    assert module.backbone(torch.tensor([[2.0, 1.0]])).item() == 10.5
+
+
+def test_lora_gradients_reach_a_and_b_only():
+    """dy/dA = s B x = 2 * 3 * [2, 1] = [12, 6]; dy/dB = s (x A^T) = 2; the frozen W gets no
+    gradient at all (peft's cost: no (out, in) weight gradient per step)."""
+    module = _one_linear()
+    module.backbone(torch.tensor([[2.0, 1.0]])).sum().backward()
+    update = module.backbone[0].parametrizations.weight[0]
+    assert torch.equal(update.lora_A.grad, torch.tensor([[12.0, 6.0]]))
+    assert torch.equal(update.lora_B.grad, torch.tensor([[2.0]]))
+    assert module.backbone[0].parametrizations.weight.original.grad is None
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_activation_path_equals_the_parametrized_weight(training):
+    """With dropout 0.5 on A: the same seed draws the same mask on either path, so the layer
+    equals x (W + s B drop(A))^T + b, the parametrization's weight, in train and eval mode."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 5)
+    module = torch.nn.Module()
+    module.backbone = torch.nn.Sequential(layer)
+    LoRA(rank=3, alpha=6.0, dropout=0.5, targets=["weight"]).apply(module)
+    with torch.no_grad():
+        layer.parametrizations.weight[0].lora_B.normal_()
+    module.train(training)
+    x = torch.randn(4, 6)
+    torch.manual_seed(1)
+    fast = layer(x)
+    torch.manual_seed(1)
+    parametrized = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(fast, parametrized, atol=1e-6, rtol=0)
+    if training:  # dropout really acted: eval mode differs
+        assert not torch.allclose(fast, module.eval().backbone(x))
