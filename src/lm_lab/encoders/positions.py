@@ -41,7 +41,9 @@ def _angles(
 ) -> Tensor:
     """Angles pos / base^(2i / dim), the frequencies shared by sinusoidal encodings and rope;
     `scaling` (rope only) stretches the low frequencies to reach longer contexts."""
-    inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    # 1 / base^x as transformers rounds it: base^-x differs by one ulp in 11 of SmolLM2's 32
+    # frequencies, which put 1.1e-4 between the two libraries' fp32 logits (0 this way)
+    inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
     if scaling is not None:
         inv_freq = llama3_frequencies(inv_freq, **scaling)
     positions = torch.arange(n_positions, device=device, dtype=torch.float32)
