@@ -1,13 +1,17 @@
 """lm_lab against transformers (+ peft) on the same Hugging Face weights, in one process.
 
     python bench/hf_speed.py [--ckpt smollm2] [--threads 1 2] [--repeats 3] [--quick]
+    python bench/hf_speed.py --profile forward|generate|lora  # top ops, lm_lab then transformers
 
 Both sides get the same inputs, alternating within each repeat; the median of `--repeats` wall
-times counts. transformers runs with eager and SDPA attention on the forward pass; the faster
-of the two then runs generation (measuring both there would double a bench that must fit in ten
-minutes on two cores). LoRA training runs each side in a spawned child, so each child's peak
-RSS (`ru_maxrss`, a process high-water mark) is its own. The logit-agreement line comes first:
-the speeds are of the same computation only if the logits agree.
+times counts (generation, the long measure, takes the median of `gen_repeats`). transformers
+runs with eager and SDPA attention on the forward pass; the faster of the two then runs
+generation (measuring both there would double a bench that must fit in ten minutes on two
+cores). The models load once for every thread count; ICL scoring (two lm_lab paths, a ratio
+that does not depend on threads) runs at the first thread count only. LoRA training runs each
+side in a spawned child, so each child's peak RSS (`ru_maxrss`, a process high-water mark) is
+its own. The logit-agreement line comes first: the speeds are of the same computation only if
+the logits agree.
 """
 
 import argparse
@@ -35,8 +39,11 @@ from lm_lab.tasks.sampling import generate_ids  # noqa: E402
 
 AGREE = 1e-4  # max |logit difference| for the two sides to count as the same computation
 TARGETS = ["q", "k", "v", "o"]  # LoRA on every attention projection, both sides
-FULL = dict(batch=8, seq=128, prompt=32, new=128, icl_queries=50, train_steps=3)
-QUICK = dict(batch=2, seq=16, prompt=8, new=8, icl_queries=4, train_steps=2)
+FULL = dict(batch=8, seq=128, prompt=32, new=128, new_b8=64, icl_queries=50, train_steps=2)
+FULL |= dict(gen_repeats=2)
+QUICK = dict(batch=2, seq=16, prompt=8, new=8, new_b8=8, icl_queries=4, train_steps=2)
+QUICK |= dict(gen_repeats=1)
+PROFILED = ("forward", "generate", "lora")  # --profile choices
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -87,9 +94,9 @@ def read_bandwidth(mb: int = 256, repeats: int = 5) -> float:
     return x.numel() * 4 / best
 
 
-def lora_child(side: str, folder: str, threads: int, size: dict, queue: mp.Queue) -> None:
-    """Tokens/s of LoRA training steps (AdamW, rank 8 on q, k, v, o) and this child's peak RSS."""
-    torch.set_num_threads(threads)
+def lora_step(side: str, folder: str, size: dict) -> tuple[Callable[[], None], int]:
+    """One LoRA training step (AdamW, rank 8 on q, k, v, o, batch x seq tokens) of one side,
+    warmed up (allocator, AdamW state), and the tokens it trains on."""
     torch.manual_seed(0)
     if side == "lm_lab":
         module, _ = load_module(folder)
@@ -116,10 +123,17 @@ def lora_child(side: str, folder: str, threads: int, size: dict, queue: mp.Queue
         opt.step()
         opt.zero_grad()
 
-    train_step()  # allocator and AdamW state warm-up
+    train_step()
+    return train_step, ids.numel()
+
+
+def lora_child(side: str, folder: str, threads: int, size: dict, queue: mp.Queue) -> None:
+    """Tokens/s of LoRA training steps and this child's peak RSS."""
+    torch.set_num_threads(threads)
+    train_step, tokens = lora_step(side, folder, size)
     seconds = median_seconds(train_step, size["train_steps"])
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((ids.numel() / seconds, rss_mb))
+    queue.put((tokens / seconds, rss_mb))
 
 
 def lora_rows(folder: Path, threads: int, size: dict) -> dict:
@@ -162,10 +176,15 @@ def icl_rate(module, queries: int, k: int = 8) -> dict[str, float]:
     return rates
 
 
-def measure(folder: Path, threads: int, repeats: int, size: dict) -> dict:
-    torch.set_num_threads(threads)
+def load_both(folder: Path) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
+    """lm_lab's model and transformers' with eager and SDPA attention, loaded once."""
     module, _ = load_module(str(folder))
-    hf = {attn: hf_model(folder, attn) for attn in ("eager", "sdpa")}
+    return module, {attn: hf_model(folder, attn) for attn in ("eager", "sdpa")}
+
+
+def measure(folder: Path, models: tuple, threads: int, repeats: int, size: dict, icl: bool) -> dict:
+    torch.set_num_threads(threads)
+    module, hf = models
     vocab = hf["sdpa"].config.vocab_size
     ids = random_ids(vocab, size["batch"], size["seq"], 0)  # (B, T)
     out: dict = {"threads": threads}
@@ -190,25 +209,18 @@ def measure(folder: Path, threads: int, repeats: int, size: dict) -> dict:
         best = min(("hf_eager", "hf_sdpa"), key=secs.get)
         out["hf_attn"] = best.removeprefix("hf_")
         out["forward_tok_s"] = {n: ids.numel() / secs[n] for n in ("lm_lab", best)}
-        gen = random_ids(vocab, size["batch"], size["prompt"], 1)
-        batches = {
-            "generate_b1_tok_s": [gen[0].tolist()],
-            "generate_b8_tok_s": [
-                gen[r, : size["prompt"] - 2 * r].tolist() for r in range(len(gen))
-            ],
-        }
         sides = {
-            "lm_lab": lambda p: generate_ids(module, p, size["new"], temperature=0),
-            best: lambda p: hf_generate(hf[best.removeprefix("hf_")], p, size["new"]),
+            "lm_lab": lambda p, n: generate_ids(module, p, n, temperature=0),
+            best: lambda p, n: hf_generate(hf[best.removeprefix("hf_")], p, n),
         }
-        for key, prompts in batches.items():
+        for key, (prompts, new) in generation_batches(vocab, size).items():
             times = {name: [] for name in sides}
-            for _ in range(repeats):
+            for _ in range(size["gen_repeats"]):
                 for name, fn in sides.items():
-                    times[name].append(median_seconds(lambda fn=fn, p=prompts: fn(p), 1))
-            tokens = len(prompts) * size["new"]
+                    times[name].append(median_seconds(lambda fn=fn, p=prompts, n=new: fn(p, n), 1))
+            tokens = len(prompts) * new
             out[key] = {n: tokens / statistics.median(t) for n, t in times.items()}
-        if size["icl_queries"]:
+        if icl and size["icl_queries"]:
             out["icl_k8_queries_s"] = icl_rate(module, size["icl_queries"])
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     bandwidth = read_bandwidth()
@@ -217,6 +229,46 @@ def measure(folder: Path, threads: int, repeats: int, size: dict) -> dict:
     out["lm_lab_fraction_of_limit"] = out["generate_b1_tok_s"]["lm_lab"] / out["batch1_limit_tok_s"]
     out["lora_train"] = lora_rows(folder, threads, size)
     return out
+
+
+def generation_batches(vocab: int, size: dict) -> dict[str, tuple[list[list[int]], int]]:
+    """Prompts and new-token count of each generation measure: one prompt, and `batch`
+    left-padded ones of unequal lengths (prompt, prompt - 2, ...)."""
+    gen = random_ids(vocab, size["batch"], size["prompt"], 1)
+    unequal = [gen[r, : size["prompt"] - 2 * r].tolist() for r in range(len(gen))]
+    return {
+        "generate_b1_tok_s": ([gen[0].tolist()], size["new"]),
+        "generate_b8_tok_s": (unequal, size["new_b8"]),
+    }
+
+
+def profile(folder: Path, what: str, threads: int, size: dict, rows: int = 12) -> None:
+    """torch.profiler's top ops by self CPU time of one run of `what`, lm_lab then transformers
+    (SDPA; peft for lora), at `threads` threads."""
+    from torch.profiler import profile as profiler
+
+    torch.set_num_threads(threads)
+    if what == "lora":
+        runs = {side: lora_step(side, str(folder), size)[0] for side in ("lm_lab", "peft")}
+    else:
+        module, hf = load_both(folder)
+        model = hf["sdpa"]
+        ids = random_ids(model.config.vocab_size, size["batch"], size["seq"], 0)
+        if what == "forward":
+            runs = {"lm_lab": lambda: module(ids), "transformers": lambda: model(input_ids=ids)}
+        else:
+            prompts, new = generation_batches(model.config.vocab_size, size)["generate_b1_tok_s"]
+            runs = {
+                "lm_lab": lambda: generate_ids(module, prompts, new, temperature=0),
+                "transformers": lambda: hf_generate(model, prompts, new),
+            }
+    for side, run in runs.items():
+        with torch.inference_mode(what != "lora"):
+            run()  # warm-up
+            with profiler() as prof:
+                run()
+        print(f"{what}, {side}, {threads} thread(s):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
 def table(results: list[dict]) -> str:
@@ -264,13 +316,22 @@ def main() -> None:
     )
     parser.add_argument("--no-icl", action="store_true", help="skip ICL scoring (needs SST-2)")
     parser.add_argument("--out", default=str(ROOT / "logs" / "hf_speed.json"))
+    parser.add_argument(
+        "--profile", choices=PROFILED, help="print the top ops of one measure instead"
+    )
     args = parser.parse_args()
     size = dict(QUICK if args.quick else FULL)
     if args.no_icl:
         size["icl_queries"] = 0
     repeats = 1 if args.quick else args.repeats
     folder = resolve(args.ckpt, "ckpt_path")
-    results = [measure(folder, t, repeats, size) for t in args.threads]
+    if args.profile:
+        profile(folder, args.profile, args.threads[0], size)
+        return
+    models = load_both(folder)
+    results = [
+        measure(folder, models, t, repeats, size, icl=i == 0) for i, t in enumerate(args.threads)
+    ]
     print(table(results))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"size": size, "results": results}, indent=2))
