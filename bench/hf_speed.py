@@ -189,16 +189,8 @@ def measure(folder: Path, models: tuple, threads: int, repeats: int, size: dict,
     ids = random_ids(vocab, size["batch"], size["seq"], 0)  # (B, T)
     out: dict = {"threads": threads}
     with torch.inference_mode():
-        ours = module(ids)
-        out["max_abs_logit_diff"] = max(
-            (ours - model(input_ids=ids).logits).abs().max().item() for model in hf.values()
-        )
-        verdict = "agree" if out["max_abs_logit_diff"] <= AGREE else "DISAGREE"
-        print(  # first: the speeds below are of the same computation only if this agrees
-            f"logits, {threads} thread(s): max |lm_lab - transformers| = "
-            f"{out['max_abs_logit_diff']:.2e} ({verdict}, limit {AGREE:g})",
-            flush=True,
-        )
+        out |= agreement(module(ids), {a: m(input_ids=ids).logits for a, m in hf.items()})
+        print(agreement_line(out, threads), flush=True)  # first: speeds of one computation
         fwd = {"lm_lab": lambda: module(ids)}
         fwd |= {f"hf_{a}": lambda m=m: m(input_ids=ids).logits for a, m in hf.items()}
         times = {name: [] for name in fwd}
@@ -208,6 +200,7 @@ def measure(folder: Path, models: tuple, threads: int, repeats: int, size: dict,
         secs = {name: statistics.median(t) for name, t in times.items()}
         best = min(("hf_eager", "hf_sdpa"), key=secs.get)
         out["hf_attn"] = best.removeprefix("hf_")
+        out["max_abs_logit_diff"] = out["logit_diff_by_attn"][out["hf_attn"]]  # the one timed
         out["forward_tok_s"] = {n: ids.numel() / secs[n] for n in ("lm_lab", best)}
         sides = {
             "lm_lab": lambda p, n: generate_ids(module, p, n, temperature=0),
@@ -229,6 +222,26 @@ def measure(folder: Path, models: tuple, threads: int, repeats: int, size: dict,
     out["lm_lab_fraction_of_limit"] = out["generate_b1_tok_s"]["lm_lab"] / out["batch1_limit_tok_s"]
     out["lora_train"] = lora_rows(folder, threads, size)
     return out
+
+
+def agreement(ours: torch.Tensor, theirs: dict[str, torch.Tensor]) -> dict:
+    """Max |logit difference| (B, T, V) of lm_lab against each attention implementation of
+    transformers, and between transformers' own two: the spread summation order alone gives."""
+    return {
+        "logit_diff_by_attn": {a: (ours - t).abs().max().item() for a, t in theirs.items()},
+        "hf_eager_vs_sdpa": (theirs["eager"] - theirs["sdpa"]).abs().max().item(),
+    }
+
+
+def agreement_line(out: dict, threads: int) -> str:
+    sides = ", ".join(
+        f"{d:.2e} vs {attn} ({'agree' if d <= AGREE else 'DISAGREE'})"
+        for attn, d in out["logit_diff_by_attn"].items()
+    )
+    return (
+        f"logits, {threads} thread(s): max |lm_lab - transformers| = {sides}, limit {AGREE:g}; "
+        f"transformers eager vs its sdpa: {out['hf_eager_vs_sdpa']:.2e}"
+    )
 
 
 def generation_batches(vocab: int, size: dict) -> dict[str, tuple[list[list[int]], int]]:
@@ -275,6 +288,10 @@ def table(results: list[dict]) -> str:
     lines = ["measure | threads | lm_lab | transformers | ratio | target"]
     for r in results:
         hf = f"hf_{r['hf_attn']}"
+        lines.append(
+            f"logits max abs diff | {r['threads']} | vs {hf}: {r['max_abs_logit_diff']:.2e} | "
+            f"{hf} vs the other: {r['hf_eager_vs_sdpa']:.2e} | | <= {AGREE:g}"
+        )
         for key, target in (
             ("forward_tok_s", 1.0),
             ("generate_b1_tok_s", 1.2),

@@ -30,9 +30,10 @@ def test_quick_bench_prints_agreement_first_and_writes_json(hf_dirs, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("logits, 1 thread(s): max |lm_lab - transformers|")
-    assert "(agree," in lines[0]
+    assert "vs sdpa (agree)" in lines[0] and "vs eager (agree)" in lines[0]
     assert lines[1].startswith("measure | threads | lm_lab | transformers")
     (row,) = json.loads(out.read_text())["results"]
     assert row["max_abs_logit_diff"] <= 1e-4
+    assert row["max_abs_logit_diff"] == row["logit_diff_by_attn"][row["hf_attn"]]
     assert set(row["lora_train"]) == {"lm_lab", "peft"}
     assert row["generate_b8_tok_s"]["lm_lab"] > 0
