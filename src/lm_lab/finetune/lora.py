@@ -44,7 +44,7 @@ class LoRAUpdate(Reparam):
 
     def low_rank(self, x: Tensor) -> Tensor:
         """scale * (x A^T) B^T of x (..., in): the update applied to activations, (..., out)."""
-        return self.scale * F.linear(F.linear(x, self._noisy_A()), self.lora_B)
+        return F.linear(F.linear(x, self._noisy_A()), self.scale * self.lora_B)  # B scaled: small
 
     def _noisy_A(self) -> Tensor:
         if self.training and self.dropout:
@@ -72,7 +72,8 @@ class LoRALinear(nn.Linear):
         if update is None:
             return F.linear(x, self.weight, self.bias)
         frozen = self.parametrizations.weight.original  # (out, in), without the update
-        return F.linear(x, frozen, self.bias) + update.low_rank(x)  # (..., out)
+        # in place: one (..., out) tensor fewer per layer; the matmul's backward needs no output
+        return F.linear(x, frozen, self.bias).add_(update.low_rank(x))  # (..., out)
 
     def _update(self) -> LoRAUpdate | None:
         if not parametrize.is_parametrized(self, "weight"):
