@@ -78,7 +78,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return result
     datamodule = build_datamodule(data_config(cfg, saved), module)
     datamodule.setup("test")
-    trainer = instantiate(cfg.trainer, logger=instantiate_dict(cfg.get("logger")) or False)
+    from lm_lab.callbacks.progress_log import progress_bar
+
+    # a file or pipe (> eval.log, CI) gets no tqdm bar: Lightning adds one when none is given
+    logger = instantiate_dict(cfg.get("logger")) or False
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[progress_bar()])
     if cfg.split == "test":
         trainer.test(module, datamodule=datamodule)
     else:
