@@ -68,7 +68,7 @@ bench: $(STAMP) ## plain PyTorch loop vs lm_lab: train and generate tokens/s (AR
 bench-hf: $(STAMP) ## lm_lab vs transformers + peft on SmolLM2: forward, generation, LoRA, ICL, bandwidth (10.5 min at 1 thread on the busy 2-core CPU: over the 10-min aim)
 	$(PY) bench/hf_speed.py $(ARGS)
 
-bench-data: $(STAMP) ## corpus preparation (16 MB, 160 MB): MB/s, peak RSS, bytes/token vs one in-memory encode_batch (~15 min)
+bench-data: $(STAMP) ## corpus preparation, 16 + 160 MB as many files and as one train.txt: MB/s, peak RSS, bytes/token vs one in-memory encode_batch (~20 min; ARGS="--layouts files --no-reference" ...)
 	$(PY) bench/data_speed.py $(ARGS)
 
 bench-full: $(STAMP) ## bench plus 2000 iterations of both: val loss and wall time (minutes)
