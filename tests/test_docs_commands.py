@@ -236,14 +236,17 @@ class Lab:
     def _write_data(self) -> None:
         """DIR for data=csv|jsonl|hf (two labels) and data=text."""
         words = [f"{a}{b}" for a in ("lo", "ra", "mi", "te") for b in ("n", "st", "v", "ke", "do")]
-        rows = [
-            (" ".join(words[(i * 7 + j) % len(words)] for j in range(12)), f"c{i % 2}")
-            for i in range(60)
+        rows = [  # 80 distinct texts: the last word tells rows i and i + 20 apart
+            (
+                " ".join([*(words[(i * 7 + j) % len(words)] for j in range(12)), words[i // 20]]),
+                f"c{i % 2}",
+            )
+            for i in range(80)
         ]
         for split_name, part in (
             ("train", rows[:40]),
-            ("validation", rows[40:]),
-            ("test", rows[40:]),
+            ("validation", rows[40:60]),
+            ("test", rows[60:]),
         ):
             csv_dir, jsonl_dir = self.tmp / DATA_DIRS["csv"], self.tmp / DATA_DIRS["jsonl"]
             csv_dir.mkdir(exist_ok=True)
@@ -256,7 +259,7 @@ class Lab:
             )
         text_dir = self.tmp / DATA_DIRS["text"]
         text_dir.mkdir(exist_ok=True)
-        for split_name, part in (("train", rows[:40]), ("validation", rows[40:])):
+        for split_name, part in (("train", rows[:40]), ("validation", rows[40:60])):
             (text_dir / f"{split_name}.txt").write_text("\n".join(t for t, _ in part) + "\n")
 
     # ---- placeholders

@@ -25,7 +25,7 @@ from lm_lab.data.loaders.resumable import ResumableLoader, SeededShuffle
 from lm_lab.data.loaders.sharding import eval_share, ranks
 from lm_lab.data.preparation.prepare import MemoryCorpus, PreparedCorpus, prepare
 from lm_lab.data.preparation.shards import TokenShards
-from lm_lab.data.sources.split import Split
+from lm_lab.data.sources.split import Split, drop_seen_in_evaluation
 from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
@@ -130,6 +130,7 @@ class TextDataModule(L.LightningDataModule):
                 f"task=classify needs labelled data: data={self._name()} has no labels; "
                 f"use data={LABELLED_DATA} or task=generate"
             )
+        splits = drop_seen_in_evaluation(splits)
         for name, split in splits.items():
             self.stats |= {f"{name}/{key}": n for key, n in split.stats.items()}
         return splits
