@@ -120,3 +120,12 @@ def test_a_source_without_conversations_is_one_line(compose, tmp_path):
 def test_classification_records_are_no_conversations(compose, planted_csv):
     with pytest.raises(ConfigError, match=r"train.csv: no usable record \(24 unknown_format;"):
         datamodule(compose, planted_csv, "data=csv")
+
+
+def test_each_target_is_the_next_input_token(compose, tmp_path):
+    dm = datamodule(compose, write_data(tmp_path / "d"))
+    for example in dm._datasets["train"].examples:
+        ids, targets = example.input_ids.tolist(), example.targets.tolist()
+        scored = [t for t in range(len(ids) - 1) if targets[t] != IGNORE]
+        assert scored and all(targets[t] == ids[t + 1] for t in scored)
+        assert targets[-1] == dm.tokenizer.encode("\n")[0]  # the end text's last character

@@ -100,3 +100,15 @@ def test_only_the_replies_are_projected_onto_the_vocabulary(model):
         model.sparse_targets = True
         sparse, logits, _ = model.loss(batch)
     assert logits.shape[0] == 2 and sparse.item() == pytest.approx(dense.item(), rel=1e-5)
+
+
+def test_a_prompt_of_ids_is_generated_after_as_it_is(model, monkeypatch):
+    """generate.py's chat path passes `encode_prompt` ids: no BOS before them, no re-encoding."""
+    from lm_lab.tasks import sampling
+
+    tok, seen = model.tokenizer, []
+    monkeypatch.setattr(tok, "bos_ids", [5])  # what a text prompt would start with
+    monkeypatch.setattr(tok, "encode", lambda text: pytest.fail(f"re-encoded {text!r}"))
+    monkeypatch.setattr(sampling, "generate_ids", lambda _, prompts, *a, **k: seen.extend(prompts))
+    sampling.generate_completions(model, tok, [[3, 4, 6]], max_new_tokens=2)
+    assert seen == [[3, 4, 6]]
