@@ -135,3 +135,10 @@ def test_a_saved_hf_dataset_reads_conversations(tmp_path):
         [USER, {**REPLY, "content": "yo"}],
     ]
     assert splits["validation"][0].messages[1]["content"] == "a0"
+
+
+def test_an_empty_file_is_one_line(tmp_path):
+    (tmp_path / "train.jsonl").write_text("\n")
+    write_jsonl(tmp_path / "validation.jsonl", VALIDATION)
+    with pytest.raises(ConfigError, match="train.jsonl: no records; put one conversation a record"):
+        JsonlFiles(tmp_path).load_conversations()

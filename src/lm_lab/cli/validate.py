@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
 from lm_lab.data.loaders.counts import check_counts
-from lm_lab.data.loaders.instructions import TRUNCATIONS
+from lm_lab.data.loaders.instructions import check_truncation
 from lm_lab.finetune.transfer import check_architecture
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.tasks.metrics import LANGUAGE_MODELS, METRICS
@@ -157,11 +157,7 @@ def _instruction_data(cfg: DictConfig) -> None:
     data = cfg.get("data")
     if cfg.task.name != "sft" or data is None or "truncation" not in data:
         return
-    if data.truncation not in TRUNCATIONS:
-        raise ConfigError(
-            f"data.truncation={data.truncation}: must be one of {', '.join(TRUNCATIONS)} "
-            "(skip: count and skip a conversation over data.max_length; cut: keep its end)"
-        )
+    check_truncation(data.truncation)
     if not data.get("packing"):
         return
     if not getattr(get_class(cfg.model._target_), "packable", False):

@@ -143,19 +143,24 @@ class TextDataModule(L.LightningDataModule):
         self._report()
 
     def _load(self) -> dict[str, Split]:
-        splits = self.source.load()
-        for required in ("train", "validation"):
-            if required not in splits:
-                raise ConfigError(f"data={self._name()}: the source has no {required} split")
-        if "test" not in splits:
-            self._test_on_validation()
+        splits = self._adopt(self.source.load())
         if self.task == "classify" and not splits["train"].has_labels:
             raise ConfigError(
                 f"task=classify needs labelled data: data={self._name()} has no labels; "
                 f"use data={LABELLED_DATA} or task=generate"
             )
+        return splits
+
+    def _adopt(self, splits: dict[str, Any]) -> dict[str, Any]:
+        """A source's splits (texts or conversations): train and validation required, test on
+        validation without a test split, the source's counts added to `stats`."""
+        for required in ("train", "validation"):
+            if not splits.get(required):
+                raise ConfigError(f"data={self._name()}: the source has no {required} split")
+        if "test" not in splits:
+            self._test_on_validation()
         for name, split in splits.items():
-            self.stats |= {f"{name}/{key}": n for key, n in split.stats.items()}
+            self.stats |= {f"{name}/{key}": n for key, n in getattr(split, "stats", {}).items()}
         return splits
 
     def _test_on_validation(self) -> None:
@@ -211,15 +216,7 @@ class TextDataModule(L.LightningDataModule):
                 f"task=sft needs conversations: data={self._name()} has none; use "
                 f"data={CONVERSATION_DATA}"
             )
-        splits = self.source.load_conversations()
-        for required in ("train", "validation"):
-            if not splits.get(required):
-                raise ConfigError(f"data={self._name()}: the source has no {required} split")
-        if "test" not in splits:
-            self._test_on_validation()
-        for name, split in splits.items():
-            self.stats |= {f"{name}/{key}": n for key, n in getattr(split, "stats", {}).items()}
-        return splits
+        return self._adopt(self.source.load_conversations())
 
     def _build_instructions(self) -> None:
         splits = self._load_conversations()

@@ -35,6 +35,16 @@ TRUNCATIONS = ("skip", "cut")
 PAD_SEGMENT = -1  # the segment id of padding in a packed row
 
 
+def check_truncation(truncation: str) -> None:
+    """The one check of `data.truncation`: the loader runs it, and `cli.validate` before any
+    data is read."""
+    if truncation not in TRUNCATIONS:
+        raise ConfigError(
+            f"data.truncation={truncation}: must be one of {', '.join(TRUNCATIONS)} (skip: count "
+            "and leave out a conversation over data.max_length; cut: keep its last reply)"
+        )
+
+
 @dataclass(frozen=True)
 class Example:
     """One conversation, shifted: the model reads `input_ids` and predicts `targets` (L,) each."""
@@ -97,23 +107,20 @@ class InstructionExamples:
         max_length: int,
         truncation: str,
     ) -> "InstructionExamples":
-        if truncation not in TRUNCATIONS:
-            raise ConfigError(
-                f"data.truncation={truncation}: must be one of {', '.join(TRUNCATIONS)}"
-            )
+        check_truncation(truncation)
         examples: list[Example] = []
         stats = {"too_long": 0, "dropped_no_reply_tokens": 0, "unknown_chars": 0}
         for conversation in conversations:
             with located(conversation):
                 ids, targets = encode_conversation(tokenizer, conversation.messages, template)
+            if all(target == IGNORE for target in targets[1:]):
+                stats["dropped_no_reply_tokens"] += 1
+                continue
             if len(ids) > max_length + 1:  # the shift reads max_length + 1 ids
                 stats["too_long"] += 1
                 if truncation == "skip":
                     continue
-                ids, targets = cut(ids, targets, max_length + 1)
-            if all(target == IGNORE for target in targets[1:]):
-                stats["dropped_no_reply_tokens"] += 1
-                continue
+                ids, targets = cut(ids, targets, max_length + 1)  # keeps the last reply's start
             stats["unknown_chars"] += tokenizer.count_unknown(ids)
             examples.append(Example(torch.tensor(ids[:-1]), torch.tensor(targets[1:])))
         stats["examples"] = len(examples)

@@ -176,10 +176,10 @@ def report_malformed(
 ) -> None:
     """One warning naming each reason's count and first record; a file with nothing kept is
     refused in one line."""
-    if not first and kept:
+    if not first:
         return
-    counts = ", ".join(f"{stats[f'dropped_{reason}']} {reason}" for reason in first) or "no records"
-    firsts = "; ".join(first.values()) or "none"
+    counts = ", ".join(f"{stats[f'dropped_{reason}']} {reason}" for reason in first)
+    firsts = "; ".join(first.values())
     if kept == 0:
         raise ConfigError(f"{path}: no usable record ({counts}; first: {firsts}); {fix}")
     log.warning(f"{path}: dropped malformed records ({counts}); first: {firsts}")
@@ -209,6 +209,8 @@ def read_conversations(path: Path | str, rows: Iterable[Row]) -> Conversations:
             stats[f"dropped_{bad.reason}"] = stats.get(f"dropped_{bad.reason}", 0) + 1
             first.setdefault(bad.reason, f"{where}: {bad.what}")
     report_malformed(path, stats, first, len(conversations), "see docs/instruction_tuning.md")
+    if not conversations:
+        raise ConfigError(f"{path}: no records; put one conversation a record in it")
     return Conversations(conversations, str(path), stats)
 
 

@@ -62,15 +62,14 @@ def _plain_pieces(
                 f"role {role!r}: the plain template knows {', '.join(PLAIN_ROLES)}; map it to "
                 "one of them in the data, or use a model whose chat template has that role"
             )
+        eos = tokenizer.eos_id
         if role == "assistant":
             pieces.append((template.assistant, False))
-            pieces.append(
-                (content if tokenizer.eos_id is not None else content + template.end, True)
-            )
-            if tokenizer.eos_id is not None:
-                pieces.append(([tokenizer.eos_id], True))
-        else:
-            pieces.append((getattr(template, role).format(content=content), False))
+            pieces.append((content if eos is not None else content + template.end, True))
+            if eos is not None:
+                pieces.append(([eos], True))
+        else:  # replace, not format: the content may hold braces
+            pieces.append((getattr(template, role).replace("{content}", content), False))
     if prompt:
         pieces.append((template.assistant, False))
     return pieces
@@ -125,17 +124,23 @@ def _reply_targets(tokenizer: Tokenizer, ids: list[int]) -> list[int]:
     return ids[:stop] + [IGNORE] * (len(ids) - stop)
 
 
+def _runs(pieces: list[Piece]) -> list[Piece]:
+    """Consecutive unscored texts joined, so that they tokenize as one run, as the whole
+    rendering would; a run breaks only where a reply starts or ends."""
+    runs: list[Piece] = []
+    for piece, scored in pieces:
+        joins = isinstance(piece, str) and not scored and runs and not runs[-1][1]
+        if joins and isinstance(runs[-1][0], str):
+            runs[-1] = (runs[-1][0] + piece, False)
+        else:
+            runs.append((piece, scored))
+    return runs
+
+
 def _encode(tokenizer: Tokenizer, pieces: list[Piece], chat: bool) -> tuple[list[int], list[int]]:
-    """Ids and targets of the pieces; consecutive unscored texts are tokenized as one run."""
     ids: list[int] = []
     targets: list[int] = []
-    run = ""
-    for i, (piece, scored) in enumerate(pieces):
-        if isinstance(piece, str) and not scored:
-            run += piece
-            if i + 1 < len(pieces) and isinstance(pieces[i + 1][0], str) and not pieces[i + 1][1]:
-                continue
-            piece, run = run, ""
+    for piece, scored in _runs(pieces):
         encoded = tokenizer.encode(piece) if isinstance(piece, str) else piece
         ids += encoded
         if not scored:
@@ -153,7 +158,7 @@ def _pieces(
     if template is None:
         raise ConfigError(
             "the tokenizer has no chat template and no plain template was given; set "
-            "sft_template=plain (conf/sft_template/)"
+            "sft_template@task.template=plain (conf/sft_template/)"
         )
     return _plain_pieces(tokenizer, messages, template, prompt), False
 
