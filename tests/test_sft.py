@@ -83,6 +83,10 @@ def test_train_then_chat_with_the_plain_template(train_cli, tmp_path):
     (samples,) = (tmp_path / "gen").rglob("samples.jsonl")
     (sample,) = [json.loads(line) for line in samples.read_text().splitlines()]
     assert sample["prompt"] == "add 2 and 2" and "<|end|>" not in sample["completion"]
+    tested = run("eval.py", f"ckpt_path={ckpt}", f"paths.log_dir={tmp_path / 'eval'}", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    (written,) = (tmp_path / "eval").rglob("metrics.json")
+    assert json.loads(written.read_text())["metrics"]["test/ppl"] > 1  # on its own data again
 
 
 def test_chat_renders_the_prompt_as_the_run_was_trained(compose, tmp_path):
