@@ -4,7 +4,8 @@ For every conversation of the split (a fixed random subset of `sft.max_prompts`)
 everything before its last assistant turn, rendered as the model reads a conversation
 (`encode_prompt`: its chat template, else the plain template), and the reference is that turn.
 Responses are greedy, batched with left padding and the KV cache (`sampling.generate_ids`),
-and end at the tokenizer's first end-of-sequence id. Each conversation is also scored under
+and end at the tokenizer's first end-of-sequence id (or the plain template's end text, for a
+tokenizer without one). Each conversation is also scored under
 teacher forcing: the loss on the reference response's targets (`encode_conversation`), which
 gives a response perplexity that does not depend on what the model chose to generate.
 Writes metrics.json (by kind and overall), sft.md and samples.jsonl in the run dir.
@@ -21,9 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lm_lab.data.sources.conversations import Conversation
-from lm_lab.data.tokenization.conversation import encode_conversation, encode_prompt
+from lm_lab.data.tokenization.conversation import IGNORE, encode_conversation, encode_prompt
 from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.eval.sft_scores import Scored, by_kind
+from lm_lab.tasks.metrics import LANGUAGE_MODELS
 from lm_lab.tasks.sampling import generate_ids, is_count
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
@@ -34,8 +36,6 @@ if TYPE_CHECKING:  # a LightningModule: eval.py checks sft.* with this module be
 
 log = get_logger(__name__)
 
-LM_TASKS = ("generate", "sft")  # checkpoints that can answer
-IGNORE = -100  # targets without a loss
 SAMPLES_FILE, TABLE_FILE = "samples.jsonl", "sft.md"
 
 
@@ -50,21 +50,20 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def check_module(module: Any, cfg: DictConfig) -> "LanguageModel":
-    if module.task_name not in LM_TASKS:
+    if module.task_name not in LANGUAGE_MODELS:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path}: a {module.task_name} checkpoint cannot answer; "
-            f"mode=sft needs a language model ({' or '.join(f'task={t}' for t in LM_TASKS)})"
+            f"mode=sft needs a language model ({' or '.join(f'task={t}' for t in LANGUAGE_MODELS)})"
         )
     return module
 
 
-def template_of(module: "LanguageModel", saved: DictConfig, cfg: DictConfig) -> Any:
-    """None when the tokenizer has a chat template (it wins); else a task=sft checkpoint's
-    own `task.template`, else `sft.template` (a task=generate model never saw one)."""
+def template_of(module: "LanguageModel", cfg: DictConfig) -> Any:
+    """None when the tokenizer has a chat template (it wins); else a task=sft checkpoint's own
+    plain template, else `sft.template` (a task=generate model never saw one)."""
     if module.tokenizer.chat_template is not None:
         return None
-    task = saved.get("task") or {}
-    return instantiate(task.get("template") or cfg.sft.template)
+    return getattr(module, "template", None) or instantiate(cfg.sft.template)
 
 
 def held_out(data: DictConfig, cfg: DictConfig) -> list[Conversation]:
@@ -87,26 +86,47 @@ def held_out(data: DictConfig, cfg: DictConfig) -> list[Conversation]:
     return pool[: cfg.sft.max_prompts]
 
 
-def cut_at_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
+def cut_answer(ids: list[int], eos_ids: list[int]) -> list[int]:
     """The generated ids before the first end-of-sequence id."""
     ends = [i for i, token in enumerate(ids) if token in eos_ids]
     return ids[: ends[0]] if ends else ids
 
 
-def responses(
-    model: "LanguageModel", prompts: list[list[int]], max_new_tokens: int, batch_size: int
+def greedy_ids(
+    model: "LanguageModel", prompts: list[list[int]], stop: str | None, max_new_tokens: int
 ) -> list[list[int]]:
-    """Greedy answers' ids, EOS cut; prompts batched by length (less left padding)."""
-    eos = model.tokenizer.eos_ids
+    """One batch's greedy ids; generation ends once every row has written an EOS id (as
+    generate_ids does) or the `stop` text."""
+    tokenizer: Tokenizer = model.tokenizer
+    new: list[list[int]] = [[] for _ in prompts]
+
+    def on_tokens(tokens: torch.Tensor) -> bool:  # (B,) this step's tokens
+        for ids, token in zip(new, tokens.tolist(), strict=True):
+            ids.append(token)
+        return stop is not None and all(stop in tokenizer.decode(ids) for ids in new)
+
+    eos = tokenizer.eos_ids
+    generate_ids(model, prompts, max_new_tokens, temperature=0.0, on_tokens=on_tokens, eos_ids=eos)
+    return new
+
+
+def responses(
+    model: "LanguageModel",
+    prompts: list[list[int]],
+    stop: str | None,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[str]:
+    """Greedy answers, cut at the first EOS id or at `stop` (the plain template's end text, for
+    a tokenizer without EOS); prompts batched by length, so rows pad little."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[list[int]] = [[] for _ in prompts]
+    out = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        new = generate_ids(
-            model, [prompts[i] for i in rows], max_new_tokens, temperature=0.0, eos_ids=eos
-        )  # (B, n)
-        for row, ids in zip(rows, new.tolist(), strict=True):
-            out[row] = cut_at_eos(ids, eos)
+        new = greedy_ids(model, [prompts[i] for i in rows], stop, max_new_tokens)
+        for row, ids in zip(rows, new, strict=True):
+            text = model.tokenizer.decode(cut_answer(ids, model.tokenizer.eos_ids))
+            out[row] = (text.split(stop)[0] if stop else text).strip()
     return out
 
 
@@ -114,8 +134,9 @@ def responses(
 def response_losses(
     model: "LanguageModel", encoded: list[tuple[list[int], list[int]]], batch_size: int
 ) -> list[tuple[float, int]]:
-    """(summed loss, scored tokens) of each (ids, targets) pair under teacher forcing; only the
-    scored positions are projected onto the vocabulary."""
+    """(summed loss, scored tokens) of each (ids, targets) pair under teacher forcing. Targets
+    are not shifted (targets[t] is ids[t] or -100), so position t - 1 predicts target t; only
+    the scored positions are projected onto the vocabulary."""
     device = model.backbone.embed.weight.device
     pad_id = model.tokenizer.pad_id
     out = []
@@ -126,9 +147,9 @@ def response_losses(
         targets = torch.full((len(batch), T), IGNORE, dtype=torch.long)  # (B, T)
         for row, (seq, tgt) in enumerate(batch):
             ids[row, : len(seq)], targets[row, : len(tgt)] = torch.tensor(seq), torch.tensor(tgt)
-        ids, targets = ids.to(device), targets.to(device)
-        h = model.backbone(ids, None, causal=True)  # (B, T, D); right pads come after: unseen
-        scored = targets != IGNORE  # (B, T)
+        ids, targets = ids[:, :-1].to(device), targets[:, 1:].to(device)  # (B, T - 1) each
+        h = model.backbone(ids, None, causal=True)  # (B, T - 1, D); right pads come after
+        scored = targets != IGNORE  # (B, T - 1)
         logits = model.head(h[scored]).float()  # (N, V)
         loss = F.cross_entropy(logits, targets[scored], reduction="none")  # (N,)
         rows = scored.nonzero()[:, 0]  # (N,) the row of each scored token
@@ -142,13 +163,14 @@ def score(
 ) -> tuple[list[Scored], list[str]]:
     """Every conversation answered and scored; also the prompts as text, for reading."""
     tokenizer: Tokenizer = model.tokenizer
-    prompts = [encode_prompt(tokenizer, c.messages, template) for c in conversations]
-    answers = responses(model, prompts, sft.max_new_tokens, sft.batch_size)
+    prompts = [encode_prompt(tokenizer, c.messages[:-1], template) for c in conversations]
+    stop = None if template is None else template.stop(tokenizer)
+    answers = responses(model, prompts, stop, sft.max_new_tokens, sft.batch_size)
     encoded = [encode_conversation(tokenizer, c.messages, template) for c in conversations]
     losses = response_losses(model, encoded, sft.batch_size)
     rows = [
-        Scored.of(c.kind or "all", c.messages[-1]["content"], tokenizer.decode(a).strip(), nll, n)
-        for c, a, (nll, n) in zip(conversations, answers, losses, strict=True)
+        Scored.of(c.kind or "all", c.messages[-1]["content"], answer, nll, n)
+        for c, answer, (nll, n) in zip(conversations, answers, losses, strict=True)
     ]
     return rows, [tokenizer.decode(p) for p in prompts]
 
@@ -166,7 +188,7 @@ def write_outputs(out_dir: Path, rows: list[Scored], prompts: list[str], table: 
 def run(module: Any, saved: DictConfig, data: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     """`python eval.py mode=sft ...`: the scores by kind, also as sft.md and samples.jsonl."""
     model = check_module(module, cfg).eval()
-    template = template_of(model, saved, cfg)
+    template = template_of(model, cfg)
     conversations = held_out(data, cfg)
     rows, prompts = score(model, conversations, template, cfg.sft)
     scores = by_kind(rows)

@@ -1,12 +1,15 @@
 """A labelled text source as instruction data (`data=sst2_sft`, `data=ag_news_sft`): each text
 becomes a question whose answer is its label, the label names listed in the prompt, so that a
 model answers in one of them and exact match scores it. The wrapped source's splits are kept as
-they are. `pair` and `choice_prompt` also shape pydoc_sft's conversations."""
+they are, but for a text also held out (SST-2 has one in train and test, AG News eight): its
+training copy is dropped and counted, since no conversation may be in two splits. `pair` and
+`choice_prompt` also shape pydoc_sft's conversations."""
 
 from collections.abc import Sequence
 from typing import Any
 
-from lm_lab.data.sources.conversations import Conversation
+from lm_lab.data.sources.conversations import Conversation, check_splits_disjoint
+from lm_lab.data.sources.records import Conversations
 from lm_lab.data.sources.split import Split
 from lm_lab.utils.errors import ConfigError
 
@@ -35,7 +38,7 @@ class LabelInstructions:
         self.records = records
         self.instruction = instruction.strip()
 
-    def load_conversations(self) -> dict[str, list[Conversation]]:
+    def load_conversations(self) -> dict[str, Conversations]:
         splits = self.records.load()
         labels = sorted({y for split in splits.values() for y in split.labels or [] if y})
         if len(labels) < 2:
@@ -43,11 +46,24 @@ class LabelInstructions:
                 f"{splits['train'].origin}: instruction data from labels needs at least 2 "
                 f"labels, found {labels}; check data.source.records.label_column"
             )
-        return {name: self.conversations(split, labels) for name, split in splits.items()}
+        held_out = {
+            text for name, split in splits.items() if name != "train" for text in split.texts
+        }
+        conversations = {
+            name: self.conversations(split, labels, held_out if name == "train" else set())
+            for name, split in splits.items()
+        }
+        check_splits_disjoint(conversations, splits["train"].origin)
+        return conversations
 
-    def conversations(self, split: Split, labels: list[str]) -> list[Conversation]:
-        return [
-            pair(choice_prompt(self.instruction, text, labels), label, "classify")
+    def conversations(self, split: Split, labels: list[str], drop: set[str]) -> Conversations:
+        """The split's labelled texts as questions, but for those in `drop` (counted)."""
+        kept = [
+            (text, label)
             for text, label in zip(split.texts, split.labels or [], strict=False)
-            if label is not None
+            if label is not None and text not in drop
         ]
+        dropped = sum(text in drop for text in split.texts)
+        stats = {"read": len(split.texts), "dropped_in_held_out_split": dropped}
+        made = (pair(choice_prompt(self.instruction, t, labels), y, "classify") for t, y in kept)
+        return Conversations(made, split.origin, stats)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_lab.data.sources import stdlib_docs
-from lm_lab.data.sources.conversations import Conversation
+from lm_lab.data.sources.conversations import Conversation, check_splits_disjoint
 from lm_lab.data.sources.label_instructions import choice_prompt, pair
 from lm_lab.data.sources.pydoc_corpus import (
     SPLITS,
@@ -164,6 +164,7 @@ class PydocInstructions:
         docs = self.split_docs(self.docs())
         families = sorted({doc.family for split in docs.values() for doc in split})
         splits = {name: self.conversations(name, split, families) for name, split in docs.items()}
+        check_splits_disjoint(splits, "pydoc_sft")
         log.info(describe(splits))
         return splits
 
