@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from lm_lab.data.sources.conversations import (
-    FORMATS,
     BadRecord,
     Conversation,
     check_splits_disjoint,
@@ -209,7 +208,7 @@ def read_conversations(path: Path | str, rows: Iterable[Row]) -> Conversations:
                 raise ConfigError(f"{where}: {bad.what}; {bad.fix}") from None
             stats[f"dropped_{bad.reason}"] = stats.get(f"dropped_{bad.reason}", 0) + 1
             first.setdefault(bad.reason, f"{where}: {bad.what}")
-    report_malformed(path, stats, first, len(conversations), f"records need {FORMATS} fields")
+    report_malformed(path, stats, first, len(conversations), "see docs/instruction_tuning.md")
     return Conversations(conversations, str(path), stats)
 
 
@@ -276,6 +275,5 @@ class ParquetFiles(RecordFiles):
             table = pq.read_table(path)
         except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... on a bad file
             raise ConfigError(f"{path}: not a Parquet file ({err}); write it with pyarrow") from err
-        self.check_columns(f"{path} (columns)", table.column_names)
-        for row, record in enumerate(table.to_pylist(), start=1):
+        for row, record in enumerate(table.to_pylist(), start=1):  # to_split checks columns
             yield f"{path} (row {row})", record

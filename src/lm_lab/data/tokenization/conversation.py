@@ -177,3 +177,12 @@ def encode_prompt(
     up to where the reply starts."""
     pieces, chat = _pieces(tokenizer, messages, template, prompt=True)
     return _encode(tokenizer, pieces, chat)[0]
+
+
+def conversation_text(
+    tokenizer: Tokenizer, messages: list[Message], template: PlainTemplate | None
+) -> str:
+    """The conversation's text as the model reads it, without the ids a template adds (EOS,
+    BOS): what a tokenizer trained here (char, byte, bpe) is fitted on."""
+    pieces, _ = _pieces(tokenizer, messages, template, prompt=False)
+    return "".join(piece for piece, _ in pieces if isinstance(piece, str))
