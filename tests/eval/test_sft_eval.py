@@ -171,7 +171,7 @@ class ScriptedLM(nn.Module):
 class Letters:
     """ids 3.. are the letters a.., 1 is EOS, 2 is the "|" of a stop text."""
 
-    eos_ids = [1]
+    eos_ids, bos_ids = [1], []
     pad_id = 0
 
     def decode(self, ids: list[int]) -> str:

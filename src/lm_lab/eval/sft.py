@@ -3,7 +3,7 @@
 For every conversation of the split (a fixed random subset of `sft.max_prompts`), the prompt is
 everything before its last assistant turn, rendered as the model reads a conversation
 (`encode_prompt`: its chat template, else the plain template), and the reference is that turn.
-Responses are greedy, batched with left padding and the KV cache (`sampling.generate_ids`),
+Responses are greedy, batched with left padding and the KV cache (`generate_completions`),
 and end at the tokenizer's first end-of-sequence id (or the plain template's end text, for a
 tokenizer without one). Each conversation is also scored under
 teacher forcing: the loss on the reference response's targets (`encode_conversation`), which
@@ -26,7 +26,7 @@ from lm_lab.data.tokenization.conversation import IGNORE, encode_conversation, e
 from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.eval.sft_scores import Scored, by_kind
 from lm_lab.tasks.metrics import LANGUAGE_MODELS
-from lm_lab.tasks.sampling import generate_ids, is_count
+from lm_lab.tasks.sampling import generate_completions, is_count
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 from lm_lab.utils.markdown import markdown_table
@@ -86,30 +86,6 @@ def held_out(data: DictConfig, cfg: DictConfig) -> list[Conversation]:
     return pool[: cfg.sft.max_prompts]
 
 
-def cut_answer(ids: list[int], eos_ids: list[int]) -> list[int]:
-    """The generated ids before the first end-of-sequence id."""
-    ends = [i for i, token in enumerate(ids) if token in eos_ids]
-    return ids[: ends[0]] if ends else ids
-
-
-def greedy_ids(
-    model: "LanguageModel", prompts: list[list[int]], stop: str | None, max_new_tokens: int
-) -> list[list[int]]:
-    """One batch's greedy ids; generation ends once every row has written an EOS id (as
-    generate_ids does) or the `stop` text."""
-    tokenizer: Tokenizer = model.tokenizer
-    new: list[list[int]] = [[] for _ in prompts]
-
-    def on_tokens(tokens: torch.Tensor) -> bool:  # (B,) this step's tokens
-        for ids, token in zip(new, tokens.tolist(), strict=True):
-            ids.append(token)
-        return stop is not None and all(stop in tokenizer.decode(ids) for ids in new)
-
-    eos = tokenizer.eos_ids
-    generate_ids(model, prompts, max_new_tokens, temperature=0.0, on_tokens=on_tokens, eos_ids=eos)
-    return new
-
-
 def responses(
     model: "LanguageModel",
     prompts: list[list[int]],
@@ -123,10 +99,12 @@ def responses(
     out = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        new = greedy_ids(model, [prompts[i] for i in rows], stop, max_new_tokens)
-        for row, ids in zip(rows, new, strict=True):
-            text = model.tokenizer.decode(cut_answer(ids, model.tokenizer.eos_ids))
-            out[row] = (text.split(stop)[0] if stop else text).strip()
+        batch = [prompts[i] for i in rows]
+        done = generate_completions(
+            model, model.tokenizer, batch, max_new_tokens, stop=stop, temperature=0.0
+        )
+        for row, completion in zip(rows, done, strict=True):
+            out[row] = completion.text.strip()
     return out
 
 
