@@ -233,3 +233,24 @@ def test_smollm2_as_installed_answers_pydoc_sft(tmp_path):
 def test_smollm2_needs_data(tmp_path):
     proc = eval_cli(tmp_path, "ckpt_path=smollm2", "sft.max_prompts=1")
     assert proc.returncode == 2 and "pass data=<a data config>" in proc.stderr.splitlines()[-1]
+
+
+def test_a_task_sft_checkpoint_is_prompted_with_its_own_template(compose, tmp_path):
+    data = write_conversations(tmp_path / "conversations")
+    cfg = compose(
+        "task=sft",
+        "data=jsonl",
+        f"data.root={data}",
+        "tokenizer=char",
+        "model.n_layers=1",
+        "task.template.user='Q: {content}\n'",
+        "task.template.assistant='A: '",
+        "trainer.limit_train_batches=2",
+    )
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
+    result = evaluate(eval_config(compose, tmp_path, f"ckpt_path={ckpt}", "sft.max_new_tokens=4"))
+    assert result["template"] == "PlainTemplate" and result["scores"]["overall"]["n"] == 3
+    lines = (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()
+    prompts = [json.loads(line)["prompt"] for line in lines]
+    assert all(p.startswith("Q: ") and p.endswith("\nA: ") and "###" not in p for p in prompts)
