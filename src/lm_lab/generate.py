@@ -185,8 +185,8 @@ def chat_template(cfg: DictConfig, module: "LanguageModel") -> PlainTemplate | N
         key = "interactive=true" if cfg.interactive else "chat=true"
         raise ConfigError(
             f"{key}: ckpt_path={cfg.ckpt_path} has no chat template (chat_template in "
-            "tokenizer_config.json, or chat_template.jinja) and was not trained with task=sft; "
-            "drop it to continue the prompt as plain text"
+            "tokenizer_config.json, or chat_template.jinja); drop it to continue the prompt "
+            "as plain text"
         )
     return template
 

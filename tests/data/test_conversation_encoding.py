@@ -158,7 +158,10 @@ def test_smollm2_ids_equal_apply_chat_template(smollm2, record):
 
 
 def test_a_role_the_chat_template_drops_is_one_line(tmp_path):
-    drops = "{% for m in messages %}{% if m['role'] != 'tool' %}{{ m['role'] + ':' + m['content'] + '<|im_end|>' }}{% endif %}{% endfor %}"
+    drops = (
+        "{% for m in messages %}{% if m['role'] != 'tool' %}"
+        "{{ m['role'] + ':' + m['content'] + '<|im_end|>' }}{% endif %}{% endfor %}"
+    )
     tok = pretrained(tmp_path / "tok", drops)
     tool = [*PAIR[:1], {"role": "tool", "content": "x"}, PAIR[1]]
     with pytest.raises(ConfigError, match="role 'tool': the model's chat template drops it"):
@@ -193,3 +196,12 @@ def test_cut_of_a_reply_longer_than_the_window_keeps_half_a_window_of_prompt():
     kept_ids, kept_targets = cut(ids, targets, 8)
     assert tok.decode(kept_ids) == "f|A:uvwx"
     assert scored(kept_targets) == [4, 5, 6, 7]
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused(tmp_path):
+    last_marked = (
+        "{% for m in messages %}{{ m['content'] }}{% if loop.last %}!{% endif %}{% endfor %}"
+    )
+    tok = pretrained(tmp_path / "tok", last_marked)
+    with pytest.raises(ConfigError, match="adding the .* changes how the turns before it render"):
+        encode_conversation(tok, PAIR, None)

@@ -135,10 +135,19 @@ def _sequence_fits_positions(cfg: DictConfig) -> None:
 
 def _language_model_is_causal(cfg: DictConfig) -> None:
     """A language model (generate, sft) predicts each token from the ones before it only."""
-    if cfg.task.name in LANGUAGE_MODELS and cfg.task.get("causal") is not True:
+    causal = cfg.task.get("causal")
+    if cfg.task.name in LANGUAGE_MODELS and causal is not True:
         raise ConfigError(
-            f"task.causal={cfg.task.get('causal')}: task={cfg.task.name} trains a causal "
-            "language model, which must never see the tokens it predicts; set task.causal=true"
+            f"task.causal={'null' if causal is None else str(causal).lower()}: "
+            f"task={cfg.task.name} trains a causal language model, which must never see the "
+            "tokens it predicts; set task.causal=true"
+        )
+    head_only = str(OmegaConf.select(cfg, "finetune._target_")).endswith(".head.Head")
+    if cfg.task.name in LANGUAGE_MODELS and head_only and cfg.model.get("tie_embeddings", True):
+        raise ConfigError(
+            f"finetune=head: task={cfg.task.name}'s output layer is the token embedding "
+            "(model.tie_embeddings=true), so nothing of its own would train; use finetune="
+            "lora|ia3|bitfit|full, or a model with an untied head"
         )
 
 

@@ -26,6 +26,7 @@ from lm_lab.data.loaders.instructions import (
     InstructionDataset,
     InstructionExamples,
     padding_stats,
+    texts,
 )
 from lm_lab.data.loaders.instructions import collate as collate_rows
 from lm_lab.data.loaders.language_modeling import EvalWindows, RandomWindows, WindowBatches
@@ -35,7 +36,7 @@ from lm_lab.data.preparation.prepare import MemoryCorpus, PreparedCorpus, prepar
 from lm_lab.data.preparation.shards import TokenShards
 from lm_lab.data.sources.conversations import Conversation
 from lm_lab.data.sources.split import Split
-from lm_lab.data.tokenization.conversation import PlainTemplate, conversation_text
+from lm_lab.data.tokenization.conversation import PlainTemplate
 from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
@@ -223,11 +224,7 @@ class TextDataModule(L.LightningDataModule):
     def _build_instructions(self) -> None:
         splits = self._load_conversations()
         if not self.tokenizer.is_fitted:  # on the training conversations as the model reads them
-            texts = [
-                conversation_text(self.tokenizer, c.messages, self.template)
-                for c in splits["train"]
-            ]
-            self.tokenizer.fit(texts)
+            self.tokenizer.fit(texts(splits["train"], self.tokenizer, self.template))
         for name, conversations in splits.items():
             examples = InstructionExamples.encode(
                 conversations, self.tokenizer, self.template, self.max_length, self.truncation

@@ -13,7 +13,8 @@ never reaches a real token.
 """
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ from lm_lab.data.sources.conversations import Conversation
 from lm_lab.data.tokenization.conversation import (
     IGNORE,
     PlainTemplate,
+    conversation_text,
     encode_conversation,
 )
 from lm_lab.data.tokenization.tokenizers import Tokenizer
@@ -58,6 +60,26 @@ def cut(ids: list[int], targets: list[int], size: int) -> tuple[list[int], list[
     return ids[start : start + size], targets[start : start + size]
 
 
+@contextmanager
+def located(conversation: Conversation) -> Iterator[None]:
+    """An error found while rendering a conversation names the record it came from."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(f"{conversation.where or 'a conversation'}: {err}") from None
+
+
+def texts(
+    conversations: Sequence[Conversation], tokenizer: Tokenizer, template: PlainTemplate | None
+) -> list[str]:
+    """The conversations as the model reads them: what a tokenizer trained here is fitted on."""
+    rendered = []
+    for conversation in conversations:
+        with located(conversation):
+            rendered.append(conversation_text(tokenizer, conversation.messages, template))
+    return rendered
+
+
 class InstructionExamples:
     """The encoded conversations of one split, with `stats`: examples kept, `too_long` (cut or
     skipped, as `truncation` says), `dropped_no_reply_tokens` (nothing left to score),
@@ -82,10 +104,8 @@ class InstructionExamples:
         examples: list[Example] = []
         stats = {"too_long": 0, "dropped_no_reply_tokens": 0, "unknown_chars": 0}
         for conversation in conversations:
-            try:
+            with located(conversation):
                 ids, targets = encode_conversation(tokenizer, conversation.messages, template)
-            except ConfigError as err:
-                raise ConfigError(f"{conversation.where or 'a conversation'}: {err}") from None
             if len(ids) > max_length + 1:  # the shift reads max_length + 1 ids
                 stats["too_long"] += 1
                 if truncation == "skip":

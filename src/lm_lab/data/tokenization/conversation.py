@@ -81,16 +81,18 @@ def _render(tokenizer: Tokenizer, messages: list[Message], generation: bool) -> 
     return render(tokenizer.chat_template, messages, tokenizer.special_tokens, generation)
 
 
-def _after(longer: str, shorter: str, role: str) -> str:
-    """What adding a turn added to the rendering; a template that rewrites earlier turns (or
-    drops this one) cannot have its replies marked, so it is refused."""
+def _after(longer: str, shorter: str, role: str | None) -> str:
+    """What adding a turn (`role`; None: the generation prompt) added to the rendering. A
+    template that rewrites earlier turns, or renders nothing for a turn (drops its role), cannot
+    have its replies marked, so it is refused; a generation prompt may add nothing."""
     if not longer.startswith(shorter):
+        added = "the generation prompt" if role is None else f"the {role!r} turn"
         raise ConfigError(
-            f"chat template: adding a {role} turn changes how the turns before it render; "
-            "its replies cannot be marked for the loss (use a model whose template renders "
-            "each turn once, or the plain template)"
+            f"chat template: adding {added} changes how the turns before it render; its "
+            "replies cannot be marked for the loss (use a model whose template renders each "
+            "turn once, or the plain template)"
         )
-    if longer == shorter:
+    if longer == shorter and role is not None:
         raise ConfigError(
             f"role {role!r}: the model's chat template drops it; map it to system, user or "
             "assistant in the data"
@@ -104,15 +106,13 @@ def _chat_pieces(tokenizer: Tokenizer, messages: list[Message], prompt: bool) ->
     for i, message in enumerate(messages):
         if message["role"] == "assistant":
             opened = _render(tokenizer, messages[:i], generation=True) if i else ""
-            pieces.append((_after(opened, text, "generation prompt") if i else "", False))
+            pieces.append((_after(opened, text, None), False))
             text = opened
         rendered = _render(tokenizer, messages[: i + 1], generation=False)
         pieces.append((_after(rendered, text, message["role"]), message["role"] == "assistant"))
         text = rendered
     if prompt:
-        pieces.append(
-            (_after(_render(tokenizer, messages, True), text, "generation prompt"), False)
-        )
+        pieces.append((_after(_render(tokenizer, messages, True), text, None), False))
     return pieces
 
 
