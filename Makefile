@@ -30,6 +30,9 @@ finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strateg
 finetune-real: $(STAMP) ## SmolLM2 x every strategy, random init, recipe, TF-IDF on SST-2 + AG News (1-2 days on 1 core, SST-2 alone ~8 h; ARGS=--data sst2 --rows lora ...)
 	OMP_NUM_THREADS=1 $(PY) scripts/finetune_real.py $(ARGS)
 
+sft: $(STAMP) ## SmolLM2 on pydoc_sft: as installed, LoRA SFT, full SFT, random init; EM + ROUGE-L per kind (100 steps x 8 per run, 12 runs: most of a day on 1 core; ARGS=--steps 20 --seeds 0 --rows installed lora ...)
+	OMP_NUM_THREADS=1 $(PY) scripts/sft_table.py $(ARGS)
+
 mqar: $(STAMP) ## MQAR recall, CPU preset (64 tokens, 4 pairs), attention-only transformer
 	$(PY) train.py experiment=mqar $(ARGS)
 
@@ -89,4 +92,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full test-reliability finetune-compare finetune-real mqar mqar-grid bench bench-hf bench-data bench-full ddp-sim gpu-check ablate report sweep lint format clean
+.PHONY: help install train test test-full test-reliability finetune-compare finetune-real sft mqar mqar-grid bench bench-hf bench-data bench-full ddp-sim gpu-check ablate report sweep lint format clean

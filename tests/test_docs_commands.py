@@ -90,6 +90,8 @@ SHRINK = (
     "length.max_windows=2",
     "length.induction_sequences=2",
     "max_new_tokens=8",
+    "sft.max_prompts=4",
+    "sft.max_new_tokens=8",
 )
 
 # Placeholder -> (the documented train.py command whose run fills it, path inside that run).
