@@ -1,8 +1,8 @@
 """A labelled text source as instruction data (`data=sst2_sft`, `data=ag_news_sft`): each text
 becomes a question whose answer is its label, the label names listed in the prompt, so that a
 model answers in one of them and exact match scores it. The wrapped source's splits are kept as
-they are, but for a text also held out (SST-2 has one in train and test, AG News eight): its
-training copy is dropped and counted, since no conversation may be in two splits. `pair` and
+they are, less the training texts also held out (`split.drop_seen_in_evaluation`, as
+classification reads them), since no conversation may be in two splits. `pair` and
 `choice_prompt` also shape pydoc_sft's conversations."""
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from typing import Any
 
 from lm_lab.data.sources.conversations import Conversation, check_splits_disjoint
 from lm_lab.data.sources.records import Conversations
-from lm_lab.data.sources.split import Split
+from lm_lab.data.sources.split import Split, drop_seen_in_evaluation
 from lm_lab.utils.errors import ConfigError
 
 
@@ -39,31 +39,24 @@ class LabelInstructions:
         self.instruction = instruction.strip()
 
     def load_conversations(self) -> dict[str, Conversations]:
-        splits = self.records.load()
+        splits = drop_seen_in_evaluation(self.records.load())  # as classification does
         labels = sorted({y for split in splits.values() for y in split.labels or [] if y})
         if len(labels) < 2:
             raise ConfigError(
                 f"{splits['train'].origin}: instruction data from labels needs at least 2 "
                 f"labels, found {labels}; check data.source.records.label_column"
             )
-        held_out = {
-            text for name, split in splits.items() if name != "train" for text in split.texts
-        }
-        conversations = {
-            name: self.conversations(split, labels, held_out if name == "train" else set())
-            for name, split in splits.items()
-        }
+        conversations = {name: self.conversations(split, labels) for name, split in splits.items()}
         check_splits_disjoint(conversations, splits["train"].origin)
         return conversations
 
-    def conversations(self, split: Split, labels: list[str], drop: set[str]) -> Conversations:
-        """The split's labelled texts as questions, but for those in `drop` (counted)."""
+    def conversations(self, split: Split, labels: list[str]) -> Conversations:
+        """The split's labelled texts as questions; the split's own counts carried."""
         kept = [
             (text, label)
             for text, label in zip(split.texts, split.labels or [], strict=False)
-            if label is not None and text not in drop
+            if label is not None
         ]
-        dropped = sum(text in drop for text in split.texts)
-        stats = {"read": len(split.texts), "dropped_in_held_out_split": dropped}
+        stats = {"read": len(split.texts), **split.stats}
         made = (pair(choice_prompt(self.instruction, t, labels), y, "classify") for t, y in kept)
         return Conversations(made, split.origin, stats)
