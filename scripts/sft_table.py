@@ -2,7 +2,7 @@
 after LoRA SFT, after full SFT, and the same architecture from random initialization; one table.
 
     python scripts/sft_table.py [--steps 100] [--batch 8] [--seeds 0 1 2]
-        [--rows installed lora full random] [--lrs 1e-4 3e-4] [--model smollm2]
+        [--rows installed lora full random] [--lrs 1e-4 3e-4] [--lr full=1e-4 ...] [--model smollm2]
         [--max-prompts 150] [--max-new-tokens 64] [--set KEY=VALUE ...]
 
 Budget: every training run is `experiment=sft_pydoc` for --steps optimizer steps of --batch
@@ -109,7 +109,7 @@ class Table:
 
     def trained(self, name: str) -> None:
         """Grid on validation (seed 0), then the chosen lr for every seed, each tested once."""
-        grid = self.args.lrs or GRIDS[name]
+        grid = [self.args.lr[name]] if name in self.args.lr else self.args.lrs or GRIDS[name]
         if len(grid) > 1:
             val = {lr: self.train(name, lr, 0)["val_loss"] for lr in grid}
             self.tried += [{"row": name, "lr": lr, "val_loss": v} for lr, v in val.items()]
@@ -183,11 +183,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="conversations per step")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--lrs", nargs="+", type=float, help="one lr grid for every row")
+    parser.add_argument(
+        "--lr", nargs="*", default=[], metavar="ROW=LR", help="a row's lr, fixed: no grid"
+    )
     parser.add_argument("--max-prompts", type=int, default=150, help="test conversations answered")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens per answer at most")
     parser.add_argument("--set", nargs="*", default=[], help="Hydra overrides for every run")
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "sft_table" / "latest")
     args = parser.parse_args()
+    args.lr = {row: float(lr) for row, lr in (item.split("=", 1) for item in args.lr)}
     register_resolvers()
     args.out.mkdir(parents=True, exist_ok=True)
     COMMON.extend(args.set)  # every training run, after the experiment's own values
