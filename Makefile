@@ -30,6 +30,9 @@ finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strateg
 finetune-real: $(STAMP) ## SmolLM2 x every strategy, random init, recipe, TF-IDF on SST-2 + AG News (1-2 days on 1 core, SST-2 alone ~8 h; ARGS=--data sst2 --rows lora ...)
 	OMP_NUM_THREADS=1 $(PY) scripts/finetune_real.py $(ARGS)
 
+sft: $(STAMP) ## SmolLM2 on pydoc_sft: as installed, LoRA SFT, full SFT, random init; EM + ROUGE-L per kind (100 steps x 8 per run, 12 runs: most of a day on 1 core; ARGS=--steps 20 --seeds 0 --rows installed lora ...)
+	OMP_NUM_THREADS=1 $(PY) scripts/sft_table.py $(ARGS)
+
 mqar: $(STAMP) ## MQAR recall, CPU preset (64 tokens, 4 pairs), attention-only transformer
 	$(PY) train.py experiment=mqar $(ARGS)
 
@@ -68,7 +71,7 @@ bench: $(STAMP) ## plain PyTorch loop vs lm_lab: train and generate tokens/s (AR
 bench-hf: $(STAMP) ## lm_lab vs transformers + peft on SmolLM2: forward, generation, LoRA, ICL, bandwidth, 1 and 2 threads (13-21 min at load 4-10 on the 2-core CPU)
 	$(PY) bench/hf_speed.py $(ARGS)
 
-bench-data: $(STAMP) ## corpus preparation (16 MB, 160 MB): MB/s, peak RSS, bytes/token vs one in-memory encode_batch (~15 min)
+bench-data: $(STAMP) ## corpus preparation, 16 + 160 MB as many files and as one train.txt: MB/s, peak RSS, bytes/token vs one in-memory encode_batch (~20 min; ARGS="--layouts files --no-reference" ...)
 	$(PY) bench/data_speed.py $(ARGS)
 
 bench-full: $(STAMP) ## bench plus 2000 iterations of both: val loss and wall time (minutes)
@@ -89,4 +92,4 @@ clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-full test-reliability finetune-compare finetune-real mqar mqar-grid bench bench-hf bench-data bench-full ddp-sim gpu-check ablate report sweep lint format clean
+.PHONY: help install train test test-full test-reliability finetune-compare finetune-real sft mqar mqar-grid bench bench-hf bench-data bench-full ddp-sim gpu-check ablate report sweep lint format clean

@@ -69,17 +69,27 @@ def job(
 ) -> dict[str, Any]:
     """One train.run under `experiment`, its run dir <out>/<name>; `edit` may change the
     composed config in place before the run (scripts/finetune_real.py's random-init rows)."""
+    overrides = [f"experiment={experiment}", *COMMON, *overrides]
+    return run(composed("train", overrides, out / name, edit))
+
+
+def composed(
+    config: str,
+    overrides: list[str],
+    output_dir: Path,
+    edit: Callable[[DictConfig], None] | None = None,
+) -> DictConfig:
+    """conf/<config>.yaml with the overrides, as its entry script would see it, writing to
+    `output_dir`; `edit` changes it in place last."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train", [f"experiment={experiment}", *COMMON, *overrides], return_hydra_config=True
-        )
+        cfg = compose(config, overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(out / name)
+        cfg.paths.output_dir = str(output_dir)
         del cfg["hydra"]
         if edit is not None:
             edit(cfg)
-    return run(cfg)
+    return cfg
 
 
 def pretrain(out: Path, enc: str, steps: int) -> Path:

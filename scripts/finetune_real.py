@@ -6,8 +6,9 @@ the same architecture from random init, the from-scratch recipe and TF-IDF + LR;
 
 Protocol (docs/results.md): per row and data set, each lr of its grid (GRIDS, or --lrs) trains
 seed 0 with test=false; the lr with the best validation accuracy is kept (a grid of one skips
-this); the final configuration then trains once per --seeds with test=true and its test
-accuracy is read once. <out>/tried.md lists every grid run with its validation accuracy only;
+this); the final configuration then runs once per --seeds and its test accuracy is read once:
+seed 0's grid run is not trained again, its best.ckpt is tested (eval.py's run), the other
+seeds train with test=true. <out>/tried.md lists every grid run with its validation accuracy only;
 <out>/table.md gives mean +- std over the seeds. Each run leaves <out>/<run>/row.json and a
 finished run is never rerun, so the same command continues an interrupted table.
 Runs go through scripts/finetune_compare.py's job/row/markdown (its experiment's trainer
@@ -27,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from lm_lab import evaluate
 from lm_lab.cli.resolvers import register_resolvers
 from lm_lab.fit import build_datamodule
 from lm_lab.hf.configure import use_pretrained
@@ -87,6 +89,24 @@ def tfidf_scores(model: str, data: str, overrides: list[str]) -> dict[str, float
     return instantiate(cfg.task.baseline).fit_score(*splits)
 
 
+def tested(out: Path, name: str, grid_run: str) -> dict[str, Any]:
+    """<out>/<name>/row.json: the grid run <grid_run> (its training: validation, time, memory)
+    with its best.ckpt tested once by eval.py's run into <out>/<name>."""
+    path = out / name / "row.json"
+    if not path.is_file():
+        ckpt = out / grid_run / "checkpoints" / "best.ckpt"
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("eval", [f"ckpt_path={ckpt}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out / name)
+            del cfg["hydra"]
+        test_acc = evaluate.run(cfg)["metrics"]["test/acc"]
+        trained = json.loads((out / grid_run / "row.json").read_text())
+        path.write_text(json.dumps(trained | {"test_acc": round(test_acc, 4)}))
+    return json.loads(path.read_text())
+
+
 def forget_weights(cfg: DictConfig) -> None:
     """The named model's architecture and tokenizer, none of its weights: the random row."""
     use_pretrained(cfg)
@@ -127,17 +147,26 @@ class Table:
         args = self.overrides(data, name, lr, seed, test)
         return cached_run(self.out, run_name, labels, overrides=args, edit=edit)
 
+    def chosen(self, data: str, name: str, lr: float, seed: int, gridded: bool) -> dict[str, Any]:
+        """The chosen configuration at `seed`, tested once; a grid run of it is tested from
+        its best.ckpt rather than trained a second time."""
+        if not (gridded and seed == 0):
+            return self.train(data, name, lr, seed, test=True)
+        grid_run = f"{data}_{name}_lr{lr:g}_seed0"
+        return tested(self.out, f"{grid_run}_final", grid_run)
+
     def strategy(self, data: str, name: str) -> None:
         """Grid on validation (seed 0, no test), then the chosen lr once per seed with test."""
         grid = self.args.lrs or GRIDS[name]
-        if len(grid) > 1:
+        gridded = len(grid) > 1
+        if gridded:
             val = {lr: self.train(data, name, lr, 0, test=False)["val_acc"] for lr in grid}
             self.tried += [
                 {"data": data, "row": name, "lr": lr, "val_acc": v} for lr, v in val.items()
             ]
             self.write()
             grid = [max(grid, key=lambda lr: val[lr])]  # ties: the first listed
-        runs = [self.train(data, name, grid[0], s, test=True) for s in self.args.seeds]
+        runs = [self.chosen(data, name, grid[0], s, gridded) for s in self.args.seeds]
         share = runs[0]["trainable_%"]
         print(
             f"{data} {name}: {share}% of the parameters train"

@@ -110,14 +110,21 @@ def shared_data() -> Callable[[str], Path]:
 
 @pytest.fixture
 def planted_csv(tmp_path: Path) -> Path:
-    """A data=csv folder. train/validation: `good`/`bad` decide the label. test: every positive
+    """A data=csv folder. train/validation (train's words reordered, so no text is in both):
+    `good`/`bad` decide the label. test: every positive
     text holds `qqq`, every negative one `zzz`, tokens train never shows, and nothing else tells
     them apart: a model or baseline fitted on train alone cannot score above chance there."""
     root = tmp_path / "planted"
     root.mkdir()
     train = [("good film", "pos"), ("bad film", "neg"), ("good plot", "pos"), ("bad plot", "neg")]
+    validation = [
+        ("film good", "pos"),
+        ("film bad", "neg"),
+        ("plot good", "pos"),
+        ("plot bad", "neg"),
+    ]
     test = [("the film qqq", "pos")] * 4 + [("the film zzz", "neg")] * 4
-    for name, rows in (("train", train * 6), ("validation", train), ("test", test)):
+    for name, rows in (("train", train * 6), ("validation", validation), ("test", test)):
         with (root / f"{name}.csv").open("w", newline="") as f:
             csv.writer(f).writerows([("text", "label"), *rows])
     return root
@@ -130,9 +137,9 @@ def sst2_like(tmp_path: Path) -> Path:
     words = {"positive": ["great", "fun", "moving"], "negative": ["dull", "bad", "flat"]}
     root = tmp_path / "sst2"
     root.mkdir()
-    for split, n in (("train", 48), ("validation", 16), ("test", 16)):
+    for split, n, first in (("train", 48, 0), ("validation", 16, 100), ("test", 16, 200)):
         labels = [("positive", "negative")[i % 2] for i in range(n)]
-        rows = [(f"a {words[y][i % 3]} film number {i}", y) for i, y in enumerate(labels)]
+        rows = [(f"a {words[y][i % 3]} film number {first + i}", y) for i, y in enumerate(labels)]
         with (root / f"{split}.csv").open("w", newline="") as f:
             csv.writer(f).writerows([("text", "label"), *rows])
     return root

@@ -82,6 +82,7 @@ def test_eval_py_tests_a_checkpoint_as_the_readme_shows(workdir, best_ckpt):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((latest_run_dir(workdir / "logs" / "eval") / "metrics.json").read_text())
     assert result["metrics"]["test/loss"] > 0
+    assert "it/s" not in done.stdout + done.stderr  # a pipe gets log lines, never a bar
 
 
 def test_generate_py_continues_the_prompt_as_the_readme_shows(workdir, best_ckpt):

@@ -90,12 +90,22 @@ SHRINK = (
     "length.max_windows=2",
     "length.induction_sequences=2",
     "max_new_tokens=8",
+    "sft.max_prompts=4",
+    "sft.max_new_tokens=8",
 )
 
 # Placeholder -> (the documented train.py command whose run fills it, path inside that run).
 # Spelt as in the docs, so the documented command and the placeholder share one run.
 CLASSIFY_RUN = ("train.py", "model=transformer", "task=classify")
 LM_RUN = ("train.py", "task=generate", "model=transformer")
+SFT_RUN = (
+    "train.py",
+    "task=sft",
+    "data=jsonl",
+    "data.root=DIR",
+    "tokenizer=char",
+    "data.max_length=128",
+)
 PLACEHOLDERS: dict[str, tuple[tuple[str, ...], str]] = {
     "<run dir>": (CLASSIFY_RUN, ""),
     "<ckpt>": (CLASSIFY_RUN, "checkpoints/best.ckpt"),
@@ -104,8 +114,11 @@ PLACEHOLDERS: dict[str, tuple[tuple[str, ...], str]] = {
     "<bilstm lm ckpt>": (("train.py", "model=bilstm", "task=generate"), "checkpoints/best.ckpt"),
     "<lora run dir>": (("train.py", "task=classify", "init_from=<lm ckpt>", "finetune=lora"), ""),
     "<multirun dir>": (("train.py", "-m", "model=transformer,bilstm,hybrid", "task=classify"), ""),
+    "<sft ckpt>": (SFT_RUN, "checkpoints/best.ckpt"),
+    "<sft run dir>": (SFT_RUN, ""),
 }
 DATA_DIRS = {"csv": "data_csv", "jsonl": "data_jsonl", "text": "data_text", "hf": "data_csv"}
+SFT_DIR = "data_sft"  # DIR of a task=sft command: conversations in each record format
 PROMPTS_FILE = "ROMEO:\nJULIET:\n"  # prompts.txt, as generate.py's prompt_file example reads
 
 
@@ -236,14 +249,17 @@ class Lab:
     def _write_data(self) -> None:
         """DIR for data=csv|jsonl|hf (two labels) and data=text."""
         words = [f"{a}{b}" for a in ("lo", "ra", "mi", "te") for b in ("n", "st", "v", "ke", "do")]
-        rows = [
-            (" ".join(words[(i * 7 + j) % len(words)] for j in range(12)), f"c{i % 2}")
-            for i in range(60)
+        rows = [  # 80 distinct texts: the last word tells rows i and i + 20 apart
+            (
+                " ".join([*(words[(i * 7 + j) % len(words)] for j in range(12)), words[i // 20]]),
+                f"c{i % 2}",
+            )
+            for i in range(80)
         ]
         for split_name, part in (
             ("train", rows[:40]),
-            ("validation", rows[40:]),
-            ("test", rows[40:]),
+            ("validation", rows[40:60]),
+            ("test", rows[60:]),
         ):
             csv_dir, jsonl_dir = self.tmp / DATA_DIRS["csv"], self.tmp / DATA_DIRS["jsonl"]
             csv_dir.mkdir(exist_ok=True)
@@ -254,9 +270,24 @@ class Lab:
             (jsonl_dir / f"{split_name}.jsonl").write_text(
                 "".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in part)
             )
+        sft_dir = self.tmp / SFT_DIR
+        sft_dir.mkdir(exist_ok=True)
+        for split_name, first in (("train", 0), ("validation", 40), ("test", 50)):
+            records = [
+                [
+                    {"prompt": f"add {i} and 1", "response": f"{i + 1}"},
+                    {"instruction": "add", "input": f"{i} 2", "output": f"{i + 2}"},
+                    {"messages": [{"role": "user", "content": f"add {i} and 3"},
+                                  {"role": "assistant", "content": f"{i + 3}"}]},
+                ][i % 3]
+                for i in range(first, first + (40 if split_name == "train" else 10))
+            ]  # fmt: skip
+            (sft_dir / f"{split_name}.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in records)
+            )
         text_dir = self.tmp / DATA_DIRS["text"]
         text_dir.mkdir(exist_ok=True)
-        for split_name, part in (("train", rows[:40]), ("validation", rows[40:])):
+        for split_name, part in (("train", rows[:40]), ("validation", rows[40:60])):
             (text_dir / f"{split_name}.txt").write_text("\n".join(t for t, _ in part) + "\n")
 
     # ---- placeholders
@@ -267,9 +298,10 @@ class Lab:
                 text = text.replace(name, str(self.run_dir(argv) / inside).rstrip("/"))
         if re.search(r"\bDIR\b", text):
             choice = re.search(r"\bdata=(\w+)", text)
-            text = re.sub(
-                r"\bDIR\b", str(self.tmp / DATA_DIRS[choice[1] if choice else "csv"]), text
+            folder = (
+                DATA_DIRS[choice[1] if choice else "csv"] if "task=sft" not in text else SFT_DIR
             )
+            text = re.sub(r"\bDIR\b", str(self.tmp / folder), text)
         left = PLACEHOLDER.findall(" ".join(shlex.split(text, comments=True)))
         assert not left, f"unknown placeholder {left}: use one of {[*PLACEHOLDERS, 'DIR']}"
         return text

@@ -15,14 +15,14 @@ WORDS = {"apple": "a", "berry": "b", "cherry": "c"}  # text word -> label
 def write_csv(folder: Path, labels: str) -> Path:
     """train and validation files of 8 texts per label; each text names its label's fruit."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = ["text,label"]
-    rows += [
-        f"{word} {word} {i},{label}"
-        for word, label in WORDS.items()
-        if label in labels
-        for i in range(8)
-    ]
-    for split in ("train", "validation"):
+    for split, first in (("train", 0), ("validation", 10)):  # no text in both, train's digits
+        rows = ["text,label"]
+        rows += [
+            f"{word} {word} {i},{label}"
+            for word, label in WORDS.items()
+            if label in labels
+            for i in range(first, first + 8)
+        ]
         (folder / f"{split}.csv").write_text("\n".join(rows) + "\n")
     return folder
 

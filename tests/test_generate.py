@@ -63,9 +63,9 @@ def test_prompt_characters_unseen_in_training_are_counted(checkpoint, compose, t
 
 
 def test_a_classifier_checkpoint_cannot_generate(compose, tmp_path):
-    rows = "text,label\n" + "good film,pos\nbad film,neg\n" * 8
-    for split in ("train", "validation"):
-        (tmp_path / f"{split}.csv").write_text(rows)
+    for split, words in (("train", "film"), ("validation", "plot")):
+        rows = f"good {words},pos\nbad {words},neg\n" * 8
+        (tmp_path / f"{split}.csv").write_text("text,label\n" + rows)
     cfg = compose(
         "task=classify", "data=csv", f"data.root={tmp_path}", "tokenizer=char",
         "trainer.limit_train_batches=2", "test=false",

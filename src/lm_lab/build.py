@@ -20,6 +20,7 @@ from lm_lab.finetune.setup import restore_adapter
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.hf.load import Pretrained, load_language_model
 from lm_lab.sizing import sized_encoder_config
+from lm_lab.tasks.metrics import LANGUAGE_MODELS
 from lm_lab.tasks.pooling import POOLINGS
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
@@ -40,7 +41,7 @@ def build_module(cfg: DictConfig, tokenizer: Any, label_names: list[str] | None)
 
     def backbone() -> Backbone:
         encoder = instantiate(sized_encoder_config(cfg.model, vocab, pad))
-        return Backbone(encoder, vocab, pad, lm_head=cfg.task.get("name") == "generate")
+        return Backbone(encoder, vocab, pad, lm_head=cfg.task.get("name") in LANGUAGE_MODELS)
 
     more = {"more_backbones": nn.ModuleList(backbone() for _ in range(members - 1))}
     return instantiate(

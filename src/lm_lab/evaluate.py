@@ -1,6 +1,7 @@
 """`run(cfg)` behind eval.py: rebuild model, tokenizer and data from a checkpoint and test it,
-or, with mode=icl|length, run one of the probes of lm_lab.eval on it. The split and mode names and
-the checkpoint itself are checked before Lightning loads (with the task class, in load_module)."""
+or, with mode=icl|length|sft, run one of the probes of lm_lab.eval on it. The split and mode
+names, the mode's settings and the checkpoint itself are checked before Lightning loads (with
+the task class, in load_module)."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from lm_lab.cli.config import (
     print_config_tree,
     send_logs_to_hydra,
 )
-from lm_lab.eval.modes import MODES, mode_run
+from lm_lab.eval.modes import MODES, mode_check, mode_run
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.io import write_json
 from lm_lab.utils.logging import get_logger
@@ -63,6 +64,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     mode = cfg.get("mode", "test")
     if mode != "test" and mode not in MODES:
         raise ConfigError(f"mode={mode}: not one of test, {', '.join(MODES)}")
+    mode_check(mode, cfg)
     apply_extras(cfg)
     module, saved = load_module(cfg.ckpt_path, cfg.get("base_ckpt"))
     # Lightning came with the task class. Seeded once the weights are loaded, not before: no
@@ -78,7 +80,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return result
     datamodule = build_datamodule(data_config(cfg, saved), module)
     datamodule.setup("test")
-    trainer = instantiate(cfg.trainer, logger=instantiate_dict(cfg.get("logger")) or False)
+    from lm_lab.callbacks.progress_log import progress_bar
+
+    # a file or pipe (> eval.log, CI) gets no tqdm bar: Lightning adds one when none is given
+    logger = instantiate_dict(cfg.get("logger")) or False
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[progress_bar()])
     if cfg.split == "test":
         trainer.test(module, datamodule=datamodule)
     else:

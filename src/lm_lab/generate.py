@@ -1,7 +1,9 @@
 """`run(cfg)` behind generate.py: sample text from a checkpoint, which alone gives model and
 tokenizer. Streams a single sample to the terminal; writes every sample to samples.jsonl.
-`chat=true` sends each prompt as a user message through the model's chat template and prints
-the reply alone; `interactive=true` holds a conversation on stdin, its KV cache kept.
+`chat=true` sends each prompt as a user message, rendered as the model was taught to read a
+conversation (`encode_prompt`: its chat template, or the plain template a task=sft run was
+trained with), and prints the reply alone; `interactive=true` holds a conversation on stdin,
+its KV cache kept.
 Every setting and the checkpoint itself are checked before Lightning loads (with the task class,
 in `load_lm`), so a bad value is answered in about two seconds instead of eight."""
 
@@ -17,8 +19,10 @@ from omegaconf import DictConfig
 
 from lm_lab.build import load_module
 from lm_lab.cli.config import apply_extras, send_logs_to_hydra
-from lm_lab.data.tokenization.chat import Message, render
+from lm_lab.data.tokenization.chat import Message
+from lm_lab.data.tokenization.conversation import PlainTemplate, encode_prompt
 from lm_lab.data.tokenization.tokenizers import Tokenizer
+from lm_lab.tasks.metrics import LANGUAGE_MODELS
 from lm_lab.tasks.sampling import Cache, check_sampling, generate_completions, is_count
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
@@ -164,24 +168,35 @@ def pick_device(name: str) -> torch.device:
 def load_lm(cfg: DictConfig, device: torch.device, dtype: torch.dtype | None) -> "LanguageModel":
     """The checkpoint's language model on `device`, its weights in `dtype` (None: as saved)."""
     module, _ = load_module(cfg.ckpt_path, dtype=dtype)  # Lightning loads with the task class
-    if module.task_name != "generate":
+    if module.task_name not in LANGUAGE_MODELS:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path}: a {module.task_name} checkpoint cannot generate text; "
-            "use one trained with task=generate"
+            "use one trained with task=generate or task=sft"
         )
     return module.to(device)
 
 
-def chat_template(cfg: DictConfig, tokenizer: Tokenizer) -> str:
-    """The model's chat template; a model without one was never taught a conversation."""
-    if tokenizer.chat_template is None:
+def chat_template(cfg: DictConfig, module: "LanguageModel") -> PlainTemplate | None:
+    """How the model reads a conversation: None when its tokenizer's chat template renders it,
+    else the plain template its task=sft run was trained with; a model with neither was never
+    taught a conversation."""
+    template = getattr(module, "template", None)
+    if module.tokenizer.chat_template is None and template is None:
         key = "interactive=true" if cfg.interactive else "chat=true"
         raise ConfigError(
             f"{key}: ckpt_path={cfg.ckpt_path} has no chat template (chat_template in "
             "tokenizer_config.json, or chat_template.jinja); drop it to continue the prompt "
             "as plain text"
         )
-    return tokenizer.chat_template
+    return template
+
+
+def chat_stop(cfg: DictConfig, module: "LanguageModel") -> str | None:
+    """`stop`, else the plain template's end of a reply when no EOS id ends it."""
+    template = chat_template(cfg, module)
+    if cfg.stop or template is None:
+        return unescape(str(cfg.stop)) if cfg.stop else None
+    return template.stop(module.tokenizer)
 
 
 def opening(cfg: DictConfig) -> list[Message]:
@@ -189,10 +204,10 @@ def opening(cfg: DictConfig) -> list[Message]:
     return [] if cfg.system is None else [{"role": "system", "content": unescape(str(cfg.system))}]
 
 
-def sampling_options(cfg: DictConfig) -> dict[str, Any]:
-    """The keyword arguments of `generate_completions` that come straight from the config."""
+def sampling_options(cfg: DictConfig, stop: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of `generate_completions` from the config (`stop`: a chat's)."""
     return {
-        "stop": unescape(str(cfg.stop)) if cfg.stop else None,
+        "stop": stop or (unescape(str(cfg.stop)) if cfg.stop else None),
         "temperature": cfg.temperature,
         "top_k": cfg.top_k,
         "top_p": cfg.top_p,
@@ -215,12 +230,12 @@ def show(text: str) -> None:
     print(text, end="", flush=True)
 
 
-def chat_inputs(cfg: DictConfig, tokenizer: Tokenizer, prompts: list[str]) -> list[str]:
-    """Each prompt as one user message (after the `system` one), rendered with the model's
-    template, ending where the assistant's reply begins."""
-    template, opened = chat_template(cfg, tokenizer), opening(cfg)
+def chat_inputs(cfg: DictConfig, module: "LanguageModel", prompts: list[str]) -> list[list[int]]:
+    """Each prompt as one user message (after the `system` one), as ids ending where the
+    assistant's reply begins."""
+    template, opened = chat_template(cfg, module), opening(cfg)
     turns = [[*opened, {"role": "user", "content": prompt}] for prompt in prompts]
-    return [render(template, turn, tokenizer.special_tokens) for turn in turns]
+    return [encode_prompt(module.tokenizer, turn, template) for turn in turns]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -234,7 +249,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     send_logs_to_hydra()  # Lightning's loggers, new since apply_extras (it came with the model)
     if cfg.interactive:
         return converse(cfg, module)
-    inputs = chat_inputs(cfg, module.tokenizer, prompts) if cfg.chat else prompts
+    inputs: list[Any] = chat_inputs(cfg, module, prompts) if cfg.chat else prompts
     unknown = unknown_chars(module.tokenizer, prompts)
     stream = cfg.stream and len(prompts) == 1
     if stream and not cfg.chat:
@@ -246,8 +261,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         inputs,
         cfg.max_new_tokens,
         on_text=(lambda _, text: show(text)) if stream else None,
-        add_bos=not cfg.chat,
-        **sampling_options(cfg),
+        **sampling_options(cfg, chat_stop(cfg, module) if cfg.chat else None),
     )
     seconds = time.perf_counter() - started
     samples = [
@@ -296,15 +310,16 @@ def converse(cfg: DictConfig, module: "LanguageModel") -> dict[str, Any]:
     The cache keeps the model's state across turns, so a turn reads only the ids it adds
     (the rendered reply and the next message), not the whole conversation again."""
     tokenizer = module.tokenizer
-    template, messages = chat_template(cfg, tokenizer), opening(cfg)
+    template, messages = chat_template(cfg, module), opening(cfg)
+    options = sampling_options(cfg, chat_stop(cfg, module))
     cache, samples, seconds = Cache(), [], 0.0
     for line in user_lines():
         messages.append({"role": "user", "content": line})
-        text = render(template, messages, tokenizer.special_tokens)
+        ids = encode_prompt(tokenizer, messages, template)
         started = time.perf_counter()
         [reply] = generate_completions(
-            module, tokenizer, [text], cfg.max_new_tokens, on_text=lambda _, t: show(t),
-            add_bos=False, cache=cache, **sampling_options(cfg),
+            module, tokenizer, [ids], cfg.max_new_tokens, on_text=lambda _, t: show(t),
+            cache=cache, **options,
         )  # fmt: skip
         seconds += time.perf_counter() - started
         print()

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from lm_lab.data.loaders.datamodule import TextDataModule
 from lm_lab.data.preparation.prepare import prepare
 from lm_lab.data.sources import CsvFiles, JsonlFiles
 from lm_lab.data.sources.documents import TextFiles
 from lm_lab.data.sources.hf import HFDataset
+from lm_lab.data.sources.split import Split, drop_seen_in_evaluation
 from lm_lab.data.tokenization.tokenizers import CharTokenizer
 from lm_lab.utils.errors import ConfigError
 
@@ -122,3 +124,40 @@ def test_hf_splits_and_data_files_serving_two_splits_are_refused(tmp_path):
     files = {"train": str(tmp_path / "a.csv"), "validation": [str(tmp_path / "a.csv")]}
     with pytest.raises(ConfigError, match=r"^data\.source\.data_files: .*a\.csv is listed for "):
         HFDataset("csv", data_files=files).load()
+
+
+def test_a_text_in_train_and_an_evaluation_split_leaves_train_only():
+    splits = {
+        "train": Split(["A cat.", "a  CAT.", "a dog.", "the bird"], ["p", "p", "n", "n"]),
+        "validation": Split(["the bird", "an owl"], ["n", "p"]),
+        "test": Split(["a cat.", "an owl", "a fish"], ["p", "p", "n"]),
+    }
+    kept = drop_seen_in_evaluation(splits)
+    assert kept["train"].texts == ["a dog."] and kept["train"].labels == ["n"]
+    assert kept["train"].stats == {"dropped_in_test": 2, "dropped_in_validation": 1}
+    assert kept["validation"].texts == ["the bird"] and kept["validation"].labels == ["n"]
+    assert kept["validation"].stats == {"dropped_in_test": 1}
+    assert kept["test"] is splits["test"]  # the scored split stays whole
+
+
+def test_the_datamodule_trains_on_no_text_it_tests_on(tmp_path):
+    """A CSV source whose test repeats two training rows: the datamodule drops them from train
+    and says so; the TF-IDF baseline reads the same examples."""
+    rows = {"train": ["x a", "x b", "y c", "y d", "y e"], "validation": ["x f", "y g"]}
+    rows["test"] = ["x a", "Y  C", "x h"]
+    for split, texts in rows.items():
+        lines = ["text,label", *(f"{t},{t.split()[0].lower()}" for t in texts)]
+        (tmp_path / f"{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dm = TextDataModule(CsvFiles(tmp_path), CharTokenizer(), "classify", batch_size=2)
+    dm.setup()
+    assert dm.stats["train/dropped_in_test"] == 2 and dm.stats["train/examples"] == 3
+    assert dm.texts_and_labels("train")[0] == ["x b", "y d", "y e"]
+
+
+def test_the_shared_data_sets_lose_their_evaluation_texts_from_train():
+    """10 rows of the shared AG News train are test texts and 1 a validation text (casefolded,
+    spacing collapsed; counted apart with a set); 1 SST-2 training row is a test text."""
+    data = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    for name, expected in (("ag_news", (10, 1)), ("sst2", (1, None))):
+        stats = drop_seen_in_evaluation(CsvFiles(data / name).load())["train"].stats
+        assert (stats.get("dropped_in_test"), stats.get("dropped_in_validation")) == expected

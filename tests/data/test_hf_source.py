@@ -22,9 +22,9 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header=("sentence", "sent
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, str]:
-    rows = [(t, "pos") for t in POSITIVE] + [(t, "neg") for t in NEGATIVE]
     paths = {}
-    for split in ("train", "dev"):
+    for split, end in (("train", ""), ("dev", " indeed")):  # no text in both splits
+        rows = [(t + end, "pos") for t in POSITIVE] + [(t + end, "neg") for t in NEGATIVE]
         paths[split] = str(tmp_path / f"{split}.csv")
         write_csv(Path(paths[split]), rows * 3)
     return paths

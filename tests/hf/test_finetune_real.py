@@ -46,9 +46,16 @@ def test_tiny_table_with_grid_seeds_random_and_tfidf(hf_dirs, sst2_like, tmp_pat
     # random: the folder's architecture (same backbone size) without its weights; lora froze
     # the folder's word vectors, which random init never had
     folder = load_file(hf_dirs["llama"] / "model.safetensors")["model.embed_tokens.weight"]
-    sizes = {backbone_without_added(out / r) for r in finals}
+    sizes = {backbone_without_added(out / r) for r in [*grid, finals[1], finals[3]]}
     assert len(sizes) == 1
-    for run, pretrained in ((finals[0], True), (finals[2], False)):
+    for r in ("lora", "random"):  # seed 0's final is its grid run tested, not trained again
+        first, grid_run = (
+            saved(out, finals[0 if r == "lora" else 2]),
+            f"sst2_{r}_lr{best[r]:g}_seed0",
+        )
+        assert first["val_acc"] == saved(out, grid_run)["val_acc"] and 0 <= first["test_acc"] <= 1
+        assert not (out / f"{grid_run}_final" / "checkpoints").exists()
+    for run, pretrained in ((finals[1], True), (finals[3], False)):
         ckpt = torch.load(out / run / "checkpoints" / "best.ckpt", weights_only=True)
         assert torch.equal(ckpt["state_dict"]["backbone.embed.weight"], folder) == pretrained
     table = (out / "table.md").read_text()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from lm_lab.build import load_task
 from lm_lab.checkpoint import KEY, CheckpointMeta
@@ -126,6 +127,28 @@ def test_load_from_checkpoint_refuses_code(task, crafted):
     with pytest.raises(ConfigError, match=f"^ckpt_path={path}: {REFUSED}"):
         load_task(path, task)
     assert not marker.exists()
+
+
+def test_fsdp_reads_every_checkpoint_it_is_handed_as_data(compose, tmp_path):
+    """Lightning resolves ckpt_path=last / SLURM's hpc itself and FSDP opens a file with its own
+    unpickler: trainer=fsdp's strategy refuses code there too, and another run's sharded folder
+    (pickled metadata); its own folders and plain files go on to Lightning's load."""
+    strategy = instantiate(compose("trainer=fsdp").trainer.strategy)
+    marker, evil = tmp_path / "pwned", tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "extra": Payload(marker)}, evil)
+    with pytest.raises(ConfigError, match=REFUSED):
+        strategy.load_checkpoint(evil)
+    assert not marker.exists()
+    sharded = tmp_path / "best.ckpt"
+    sharded.mkdir()
+    with pytest.raises(ConfigError, match="sharded FSDP checkpoint of another run"):
+        strategy.load_checkpoint(sharded)
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, plain)
+    strategy._written.add(sharded.resolve())
+    for path in (plain, sharded):  # past the checks: Lightning's load needs a model set up
+        with pytest.raises(AssertionError):
+            strategy.load_checkpoint(path)
 
 
 def test_what_lm_lab_writes_loads_as_plain_data(lm_run, tmp_path):

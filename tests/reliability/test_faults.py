@@ -95,9 +95,9 @@ def test_same_seed_same_config_same_metrics(compose, tmp_path):
 
 
 def test_data_counts_are_printed_and_in_metrics_json(compose, tmp_path, caplog):
-    rows = ["hello there", "  ", "good bye", "x " * 100, ""]
-    body = "".join(f'"{text}",{"ab"[i % 2]}\n' for i, text in enumerate(rows))
-    for split in ("train", "validation"):
+    for split, word in (("train", "there"), ("validation", "here")):
+        rows = [f"hello {word}", "  ", f"good bye {word}", "x " * 100 + word, ""]
+        body = "".join(f'"{text}",{"ab"[i % 2]}\n' for i, text in enumerate(rows))
         (tmp_path / f"{split}.csv").write_text("text,label\n" + body)
     cfg = compose(
         "task=classify",

@@ -11,7 +11,13 @@ GracefulStop's on a signal.
 the weights alone: AdamW's two moments per parameter make a full checkpoint three times the
 weights (e.g. 332 MB instead of 111 MB for experiment=pydoc_classify, whose three 262,144 x 32
 n-gram tables are most of it), and the best checkpoint is only ever tested, evaluated,
-sampled, exported or loaded, never resumed."""
+sampled, exported or loaded, never resumed.
+
+`DataOnlyFSDP` is Lightning's FSDP strategy with one read changed: Lightning opens a one-file
+checkpoint with its own lazy unpickler, which runs whatever the file names whatever
+`weights_only` says, and a sharded folder's metadata with plain `pickle`. lm_lab checks every
+path it is given before Lightning, but Lightning also finds files itself (`ckpt_path=last`,
+SLURM's `hpc` requeue): every path the strategy is handed is read as data first."""
 
 from pathlib import Path
 from typing import Any
@@ -22,8 +28,10 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import FSDPStrategy
 
-from lm_lab.checkpoint import write_checkpoint
+from lm_lab.checkpoint import load_plain, write_checkpoint
+from lm_lab.utils.errors import ConfigError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -60,3 +68,30 @@ class RunCheckpoint(ModelCheckpoint):
             super()._save_checkpoint(trainer, filepath)
         finally:
             self.save_weights_only = configured
+
+
+class DataOnlyFSDP(FSDPStrategy):
+    """FSDPStrategy that loads a checkpoint file only if it reads as data, and a sharded
+    folder only if this process wrote it (the test after fit reads the run's own best)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._written: set[Path] = set()
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any = None
+    ) -> None:
+        super().save_checkpoint(checkpoint, filepath, storage_options)
+        self._written.add(Path(filepath).resolve())
+
+    def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> Any:
+        path = Path(self.broadcast(checkpoint_path))
+        if path.is_dir() and path.resolve() not in self._written:
+            raise ConfigError(  # DCP unpickles a sharded folder's metadata and extra values
+                f"ckpt_path: {path} is a sharded FSDP checkpoint of another run; its metadata "
+                "is a pickle, which lm_lab never runs: save with "
+                "trainer.strategy.state_dict_type=full to continue FSDP runs"
+            )
+        if not path.is_dir():
+            load_plain(path, f"ckpt_path={path}", mmap=True)  # refuses a pickled object by name
+        return super().load_checkpoint(checkpoint_path, weights_only)

@@ -12,13 +12,15 @@ from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lm_lab.checkpoint import CheckpointMeta, read_checkpoint
 from lm_lab.data.loaders.counts import check_counts
+from lm_lab.data.loaders.instructions import check_truncation
 from lm_lab.finetune.transfer import check_architecture
 from lm_lab.hf.folder import is_hf_source
-from lm_lab.tasks.metrics import METRICS
+from lm_lab.tasks.metrics import LANGUAGE_MODELS, METRICS
 from lm_lab.utils.errors import ConfigError
 
 _ABSENT = object()
@@ -92,7 +94,14 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r}: must be {what}")
     if cfg.get("data") is not None:
         check_counts(cfg.data)  # the datamodule's own check, before any data is read
-    for check in (_heads_divide_width, _sequence_fits_positions, _monitor_is_logged, _gpu_exists):
+    for check in (
+        _heads_divide_width,
+        _sequence_fits_positions,
+        _monitor_is_logged,
+        _gpu_exists,
+        _language_model_is_causal,
+        _instruction_data,
+    ):
         check(cfg)
     check_batches_per_epoch(cfg, _config_batches_per_epoch(cfg))
     _checkpoints_fit_the_run(cfg)
@@ -121,6 +130,46 @@ def _sequence_fits_positions(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{key}={length}{plus}: longer than model.max_len={cfg.model.max_len} "
             f"(positions=learned); lower {key} or raise model.max_len"
+        )
+
+
+def _language_model_is_causal(cfg: DictConfig) -> None:
+    """A language model (generate, sft) predicts each token from the ones before it only."""
+    causal = cfg.task.get("causal")
+    if cfg.task.name in LANGUAGE_MODELS and causal is not True:
+        raise ConfigError(
+            f"task.causal={'null' if causal is None else str(causal).lower()}: "
+            f"task={cfg.task.name} trains a causal language model, which must never see the "
+            "tokens it predicts; set task.causal=true"
+        )
+    head_only = str(OmegaConf.select(cfg, "finetune._target_")).endswith(".head.Head")
+    if cfg.task.name in LANGUAGE_MODELS and head_only and cfg.model.get("tie_embeddings", True):
+        raise ConfigError(
+            f"finetune=head: task={cfg.task.name}'s output layer is the token embedding "
+            "(model.tie_embeddings=true), so nothing of its own would train; use finetune="
+            "lora|ia3|bitfit|full, or a model with an untied head"
+        )
+
+
+def _instruction_data(cfg: DictConfig) -> None:
+    """task=sft's data settings: a known truncation; packing only where the encoder keeps
+    packed conversations apart (attention-only stacks) and nothing is prepended to a row."""
+    data = cfg.get("data")
+    if cfg.task.name != "sft" or data is None or "truncation" not in data:
+        return
+    check_truncation(data.truncation)
+    if not data.get("packing"):
+        return
+    if not getattr(get_class(cfg.model._target_), "packable", False):
+        raise ConfigError(
+            f"data.packing=true: {cfg.model._target_.rsplit('.', 1)[-1]} cannot keep packed "
+            "conversations apart (its recurrence or convolution runs across them); use "
+            "model=transformer, or data.packing=false"
+        )
+    if str(OmegaConf.select(cfg, "finetune._target_")).endswith(".prompt.Prompt"):
+        raise ConfigError(
+            "data.packing=true: finetune=prompt prepends its vectors to a row, not to each "
+            "packed conversation; use data.packing=false with it"
         )
 
 

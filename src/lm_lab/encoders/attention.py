@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lm_lab.encoders.packing import Packing
 from lm_lab.encoders.positions import Rotary, token_positions
 
 
@@ -156,7 +157,16 @@ class SelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(dropout)
         self._fused: tuple[tuple, Tensor, Tensor | None] | None = None  # see `_fused_qkv`
 
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        pad_mask: Tensor | None = None,
+        causal: bool = False,
+        packing: Packing | None = None,
+    ) -> Tensor:
+        if packing is not None:  # packed rows: each sequence alone (causal, by LayerStack)
+            q, k, v = self._heads(x, packing.positions)
+            return self._attend(q, k, v, packing.mask, is_causal=False)
         q, k, v = self._heads(x, offset=0)
         mask = None if pad_mask is None else attention_mask(pad_mask, causal)
         # is_causal is the fast path when the mask would hold causality alone

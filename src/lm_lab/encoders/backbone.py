@@ -49,10 +49,17 @@ class Backbone(nn.Module):
         return h @ weight.T
 
     def forward(
-        self, input_ids: Tensor, pad_mask: Tensor | None = None, causal: bool = False
+        self,
+        input_ids: Tensor,
+        pad_mask: Tensor | None = None,
+        causal: bool = False,
+        segments: Tensor | None = None,
     ) -> Tensor:
+        """`segments` (B, T): packed sequences (see `Encoder`); only passed on when given, so
+        encoders and hooks that predate packing see the call they always did."""
         x = self.drop(self.embed(input_ids))  # (B, T, D)
-        return self.norm(self.encoder(x, pad_mask, causal))  # (B, T, D)
+        packed = {} if segments is None else {"segments": segments}
+        return self.norm(self.encoder(x, pad_mask, causal, **packed))  # (B, T, D)
 
     def step(
         self, input_ids: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from lm_lab.encoders.packing import Packing
 from lm_lab.encoders.positions import token_positions
 
 State = list[Any]  # one entry per layer: a KV cache (attention) or an (h, c) pair (LSTM)
@@ -22,6 +23,11 @@ class Encoder(nn.Module, ABC):
 
     `max_len` is the longest sequence the encoder accepts, or None when it is unbounded.
 
+    `segments` (B, T) long, given only to an encoder that says `packable`, packs several
+    sequences in a row (`packing.Packing`): with `causal=True` each token sees only the earlier
+    tokens of its own run of equal ids, and positions restart at each run, so every sequence is
+    encoded as if it were alone.
+
     `forward_step` encodes a causal sequence a chunk at a time for generation, carrying a
     per-layer state instead of recomputing the past; it equals `forward(..., causal=True)`.
     """
@@ -29,6 +35,7 @@ class Encoder(nn.Module, ABC):
     d_model: int
     max_len: int | None
     incremental: bool = True  # has a working `forward_step` (generation, prefix-cached scoring)
+    packable: bool = False  # honours `segments` (packed sequences); attention-only stacks do
 
     def final_norm(self) -> nn.Module:
         """The norm the Backbone applies to the encoder's output; encoders with a choice of norm
@@ -36,7 +43,13 @@ class Encoder(nn.Module, ABC):
         return nn.LayerNorm(self.d_model)
 
     @abstractmethod
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        pad_mask: Tensor | None = None,
+        causal: bool = False,
+        segments: Tensor | None = None,
+    ) -> Tensor:
         """Encode x (B, T, D) into (B, T, D) under the guarantees above."""
 
     @abstractmethod
@@ -65,16 +78,32 @@ class LayerStack(Encoder):
     layers: nn.ModuleList
     gradient_checkpointing: bool = False
 
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        pad_mask: Tensor | None = None,
+        causal: bool = False,
+        segments: Tensor | None = None,
+    ) -> Tensor:
+        packed = () if segments is None else (self._packing(segments, causal),)
         if self.pos is not None:
-            x = self.pos(x)  # (B, T, D)
+            x = self.pos(x, *(p.positions for p in packed))  # (B, T, D)
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             if recompute:  # RNG state is replayed, so dropout masks match the first pass
-                x = checkpoint(layer, x, pad_mask, causal, use_reentrant=False)  # (B, T, D)
+                x = checkpoint(layer, x, pad_mask, causal, *packed, use_reentrant=False)
             else:
-                x = layer(x, pad_mask, causal)  # (B, T, D)
+                x = layer(x, pad_mask, causal, *packed)  # (B, T, D)
         return x
+
+    def _packing(self, segments: Tensor, causal: bool) -> Packing:
+        """Layers of a `packable` stack take the Packing as a 4th argument."""
+        if not (self.packable and causal):
+            raise ValueError(
+                f"{type(self).__name__}: packed sequences (data.packing=true) need a causal "
+                "attention-only encoder; use model=transformer or data.packing=false"
+            )
+        return Packing.of(segments)
 
     def forward_step(
         self, x: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from lm_lab.encoders.attention import MLP, KVCache, SelfAttention
 from lm_lab.encoders.base import LayerStack
+from lm_lab.encoders.packing import Packing
 from lm_lab.encoders.positions import Rotary, build_positions
 
 NORMS = ("layernorm", "rmsnorm")
@@ -53,8 +54,14 @@ class TransformerBlock(nn.Module):
         self.ln2 = make_norm(norm, d_model, norm_eps, bias) if d_ff else None
         self.mlp = MLP(d_model, d_ff, dropout, bias, mlp) if d_ff else None
 
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        return self._mlp(x, self.attn(self.ln1(x), pad_mask, causal))  # (B, T, D)
+    def forward(
+        self,
+        x: Tensor,
+        pad_mask: Tensor | None = None,
+        causal: bool = False,
+        packing: Packing | None = None,
+    ) -> Tensor:
+        return self._mlp(x, self.attn(self.ln1(x), pad_mask, causal, packing))  # (B, T, D)
 
     def step(
         self, x: Tensor, cache: KVCache | None, offset: int, n_pad: Tensor | None = None
@@ -88,8 +95,11 @@ class TransformerEncoder(LayerStack):
     """A stack of pre-norm blocks; positions are added at the input or, for rope, in attention.
 
     `tie_embeddings=False` tells the Backbone to give language modelling its own output matrix;
-    `final_norm()` is the norm the Backbone puts after the last block.
+    `final_norm()` is the norm the Backbone puts after the last block. Packable: packed
+    sequences get their own positions and a block-diagonal mask (`packing.Packing`).
     """
+
+    packable = True
 
     def __init__(
         self,

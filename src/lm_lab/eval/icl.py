@@ -29,6 +29,7 @@ from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.eval.curves import save_curve
 from lm_lab.tasks.base import TaskModule
 from lm_lab.tasks.language_model import LanguageModel
+from lm_lab.tasks.metrics import LANGUAGE_MODELS
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 from lm_lab.utils.markdown import markdown_table
@@ -425,7 +426,7 @@ def scorer_for(module: LanguageModel, prefix_cache: bool) -> Scorer:
 def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig) -> dict:
     """`python eval.py mode=icl ...`: a k-shot table over seeds, as JSON, markdown and PNG."""
     icl = cfg.icl
-    if module.task_name != "generate":
+    if module.task_name not in LANGUAGE_MODELS:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: mode=icl needs a language model checkpoint")
     chat = chat_template(module, cfg)
     splits = instantiate(data.source).load()

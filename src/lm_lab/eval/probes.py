@@ -19,6 +19,7 @@ from lm_lab.data.loaders.language_modeling import IGNORE, EvalWindows, token_str
 from lm_lab.data.loaders.synthetic import Induction, generate
 from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.tasks.base import TaskModule
+from lm_lab.tasks.metrics import LANGUAGE_MODELS
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 from lm_lab.utils.markdown import markdown_table
@@ -76,7 +77,7 @@ def length_row(
 
 def run(module: TaskModule, saved: DictConfig, data: DictConfig, cfg: DictConfig) -> dict:
     """`python eval.py mode=length eval_lengths=[...]`: one row per length."""
-    if module.task_name != "generate":
+    if module.task_name not in LANGUAGE_MODELS:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: mode=length needs a language model")
     if "source" not in data:
         raise ConfigError(f"mode=length reads validation text; data={data._target_} has none")

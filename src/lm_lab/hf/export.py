@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from lm_lab.hf.families import TARGET, rules
+from lm_lab.tasks.metrics import LANGUAGE_MODELS
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
@@ -215,8 +216,8 @@ def export(
     """Writes `out` (a Hugging Face folder) for a language model; returns it. A non-empty `out`
     is refused unless `force`, and then replaced whole (see `staged`)."""
     out = Path(out)
-    if getattr(module, "task_name", None) != "generate":
-        raise ConfigError("export: only language models (task=generate) export as causal LMs")
+    if getattr(module, "task_name", None) not in LANGUAGE_MODELS:
+        raise ConfigError("export: only language models (task=generate|sft) export as causal LMs")
     strategy = (run_config.get("finetune") or {}).get("_target_", "")
     short = strategy.rsplit(".", 1)[0].rsplit(".", 1)[-1] if strategy else None
     if short not in EXPORTABLE:

@@ -25,9 +25,11 @@ class LanguageModel(TaskModule):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.causal:
-            raise ValueError("task=generate needs task.causal=true: a LM must not see the future")
+            raise ValueError(
+                f"task={self.task_name} needs task.causal=true: a LM must not see the future"
+            )
         if self.baseline is not None:
-            raise ValueError("task=generate has no baseline: set task.baseline=null")
+            raise ValueError(f"task={self.task_name} has no baseline: set task.baseline=null")
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
         self.sparse_targets = False  # set from the datamodule in setup()
 
@@ -56,7 +58,8 @@ class LanguageModel(TaskModule):
         vocab 8192 scores 8 of 128 positions, and the (B, T, V) projection was most of the step.
         Dense data keeps every position, without the host sync that boolean indexing costs.
         """
-        h = self.backbone(batch["input_ids"], batch.get("pad_mask"), causal=True)  # (B, T, D)
+        segments = batch.get("segments")  # (B, T): packed conversations (task=sft), else None
+        h = self.backbone(batch["input_ids"], batch.get("pad_mask"), True, segments)  # (B, T, D)
         targets = batch["targets"]  # (B, T)
         if self.sparse_targets:
             scored = targets != IGNORE  # (B, T)

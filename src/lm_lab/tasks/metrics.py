@@ -5,4 +5,6 @@ them before Lightning (~4 s of imports) loads."""
 METRICS = {
     "classify": ("loss", "acc", "f1"),
     "generate": ("loss", "acc", "ppl", "bpc"),
+    "sft": ("loss", "acc", "ppl"),  # over the replies' tokens only
 }
+LANGUAGE_MODELS = ("generate", "sft")  # tasks whose checkpoint is a LanguageModel: it generates

@@ -192,7 +192,7 @@ class Completion:
 def generate_completions(
     model: "LanguageModel",
     tokenizer: Tokenizer,
-    prompts: list[str],
+    prompts: Sequence[str | list[int]],
     max_new_tokens: int,
     stop: str | None = None,
     on_text: Callable[[int, str], None] | None = None,
@@ -201,7 +201,8 @@ def generate_completions(
 ) -> list[Completion]:
     """One `Completion` per prompt; generation ends once every row has produced `stop` or one
     of the tokenizer's EOS ids. `on_text(row, new_text)` streams the text as it is decoded.
-    `add_bos=False` for a rendered chat: its template writes the special tokens itself."""
+    A prompt is text to continue (after the tokenizer's BOS unless `add_bos=False`) or ids
+    read as they are (a conversation rendered by `encode_prompt`, special tokens and all)."""
     new: list[list[int]] = [[] for _ in prompts]
     texts, done = [""] * len(prompts), [False] * len(prompts)
     shown = [0] * len(prompts)  # characters of each text already streamed
@@ -226,7 +227,7 @@ def generate_completions(
         return all(done)
 
     bos = tokenizer.bos_ids if add_bos else []
-    encoded = [bos + tokenizer.encode(prompt) for prompt in prompts]
+    encoded = [p if isinstance(p, list) else bos + tokenizer.encode(p) for p in prompts]
     eos = tokenizer.eos_ids
     generate_ids(model, encoded, max_new_tokens, on_tokens=on_tokens, eos_ids=eos, **sampling)
     if on_text is not None:  # what was held back for a stop string that never came

@@ -2,6 +2,8 @@
 
 classify: labelled examples, right-padded batches {"input_ids", "pad_mask", "labels"}.
 generate: token streams cut into windows {"input_ids", "targets"}; labels, if any, are ignored.
+sft: conversations (`source.load_conversations()`), one or several (packed) per row, batches
+{"input_ids", "targets"[, "segments"]} with targets on the replies only (`instructions.py`).
 """
 
 import time
@@ -20,19 +22,30 @@ from lm_lab.data.loaders.classification import (
     label_names_of,
 )
 from lm_lab.data.loaders.counts import check_counts
+from lm_lab.data.loaders.instructions import (
+    InstructionDataset,
+    InstructionExamples,
+    padding_stats,
+    texts,
+)
+from lm_lab.data.loaders.instructions import collate as collate_rows
 from lm_lab.data.loaders.language_modeling import EvalWindows, RandomWindows, WindowBatches
 from lm_lab.data.loaders.resumable import ResumableLoader, SeededShuffle
 from lm_lab.data.loaders.sharding import eval_share, ranks
 from lm_lab.data.preparation.prepare import MemoryCorpus, PreparedCorpus, prepare
 from lm_lab.data.preparation.shards import TokenShards
-from lm_lab.data.sources.split import Split
+from lm_lab.data.sources.conversations import Conversation
+from lm_lab.data.sources.split import Split, drop_seen_in_evaluation
+from lm_lab.data.tokenization.conversation import PlainTemplate
 from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-TASKS = ("classify", "generate")
+TASKS = ("classify", "generate", "sft")
+EXAMPLE_TASKS = ("classify", "sft")  # one example (or packed row) per item, batched here
+CONVERSATION_DATA = "jsonl/parquet/hf (prompt/response, messages, Alpaca records) or pydoc_sft"
 TRAINED_HEAD = ("the checkpoint's head", "evaluate it on data labelled with those names only")
 LABELLED_DATA = "csv/jsonl/pydoc/sst2/ag_news"
 
@@ -53,6 +66,10 @@ class TextDataModule(L.LightningDataModule):
     generate: the corpus is prepared once into memory-mapped token shards (`prepare.py`), from
     the files themselves when the source streams them (`documents.TextFiles`), else from the
     loaded texts; `stats["train/tokens_seen"]` counts the training tokens fed to the model.
+
+    sft: the source's conversations rendered with the tokenizer's chat template, else
+    `template`; `max_length` tokens per row, `truncation` (skip | cut) for longer ones,
+    `packing` several conversations per row (stats `train/padding_saved`, ...).
     """
 
     def __init__(
@@ -72,6 +89,9 @@ class TextDataModule(L.LightningDataModule):
         cache_dir: str | None = None,  # LM token shards are prepared here; None = a temp folder
         label_names: list[str] | None = None,  # a trained head's label order; None = from train
         num_proc: int | None = None,  # processes tokenizing for char/byte; None = all cores
+        template: PlainTemplate | None = None,  # sft: the plain template (no chat template)
+        packing: bool = False,  # sft: several conversations per row of max_length tokens
+        truncation: str = "skip",  # sft: a conversation longer than max_length: skip | cut
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -94,7 +114,9 @@ class TextDataModule(L.LightningDataModule):
         self.max_train_examples, self.num_workers, self.seed = max_train_examples, num_workers, seed
         self.root, self.cache_dir, self.num_proc = root, cache_dir, num_proc
         self.label_names = label_names
-        self.stats: dict[str, int] = {}
+        self.template, self.packing, self.truncation = template, packing, truncation
+        self.sparse_targets = task == "sft"  # most targets are prompts' -100: project the rest
+        self.stats: dict[str, int | float] = {}
         self.chars_per_token: dict[str, float] = {}
         self.test_split = "test"
         self._datasets: dict[str, Dataset] = {}
@@ -112,6 +134,8 @@ class TextDataModule(L.LightningDataModule):
             if not self.tokenizer.is_fitted:
                 self.tokenizer.fit(splits["train"].texts)
             self._build_classification(splits)
+        elif self.task == "sft":
+            self._build_instructions()
         else:  # the tokenizer is fitted by `prepare`, on a sample of the training documents
             self._build_language_modeling()
         self.stats["setup_ms"] = round(1000 * (time.perf_counter() - started))
@@ -119,19 +143,24 @@ class TextDataModule(L.LightningDataModule):
         self._report()
 
     def _load(self) -> dict[str, Split]:
-        splits = self.source.load()
-        for required in ("train", "validation"):
-            if required not in splits:
-                raise ConfigError(f"data={self._name()}: the source has no {required} split")
-        if "test" not in splits:
-            self._test_on_validation()
+        splits = self._adopt(drop_seen_in_evaluation(self.source.load()))
         if self.task == "classify" and not splits["train"].has_labels:
             raise ConfigError(
                 f"task=classify needs labelled data: data={self._name()} has no labels; "
                 f"use data={LABELLED_DATA} or task=generate"
             )
+        return splits
+
+    def _adopt(self, splits: dict[str, Any]) -> dict[str, Any]:
+        """A source's splits (texts or conversations): train and validation required, test on
+        validation without a test split, the source's counts added to `stats`."""
+        for required in ("train", "validation"):
+            if not splits.get(required):
+                raise ConfigError(f"data={self._name()}: the source has no {required} split")
+        if "test" not in splits:
+            self._test_on_validation()
         for name, split in splits.items():
-            self.stats |= {f"{name}/{key}": n for key, n in split.stats.items()}
+            self.stats |= {f"{name}/{key}": n for key, n in getattr(split, "stats", {}).items()}
         return splits
 
     def _test_on_validation(self) -> None:
@@ -181,6 +210,45 @@ class TextDataModule(L.LightningDataModule):
         self.chars_per_token = {name: prepared.chars_per_token(name) for name in shards}
         self.chars_per_token.setdefault("test", self.chars_per_token[self.test_split])
 
+    def _load_conversations(self) -> dict[str, list[Conversation]]:
+        if not hasattr(self.source, "load_conversations"):
+            raise ConfigError(
+                f"task=sft needs conversations: data={self._name()} has none; use "
+                f"data={CONVERSATION_DATA}"
+            )
+        return self._adopt(self.source.load_conversations())
+
+    def _build_instructions(self) -> None:
+        splits = self._load_conversations()
+        if not self.tokenizer.is_fitted:  # on the training conversations as the model reads them
+            self.tokenizer.fit(texts(splits["train"], self.tokenizer, self.template))
+        for name, conversations in splits.items():
+            examples = InstructionExamples.encode(
+                conversations, self.tokenizer, self.template, self.max_length, self.truncation
+            )
+            if not examples.examples:
+                raise ConfigError(
+                    f"data={self._name()}: no conversation of the {name} split fits "
+                    f"data.max_length={self.max_length} ({examples.stats['too_long']} too long, "
+                    f"data.truncation={self.truncation}); raise data.max_length or set "
+                    "data.truncation=cut"
+                )
+            self._datasets[name] = InstructionDataset.of(examples, self.max_length, self.packing)
+            self.stats |= {f"{name}/{key}": n for key, n in examples.stats.items()}
+        if self.packing:
+            self._report_packing(self._datasets["train"])
+
+    def _report_packing(self, train: InstructionDataset) -> None:
+        lengths = [len(e) for e in train.examples]
+        padding = padding_stats(lengths, train.rows, self.max_length)
+        self.stats |= {f"train/{key}": round(v, 4) for key, v in padding.items()}
+        self.stats["train/rows"] = len(train.rows)
+        log.info(
+            f"data.packing=true: {len(lengths)} conversations in {len(train.rows)} rows of "
+            f"{self.max_length} tokens; padding {padding['pad_fraction_unpacked']:.1%} -> "
+            f"{padding['pad_fraction_packed']:.1%} ({padding['padding_saved']:.1%} of it saved)"
+        )
+
     def _check_stream(self, name: str, stream: TokenShards, origin: str) -> None:
         longest = int(stream.lengths.max())
         if longest < self.block_size + 1:
@@ -214,7 +282,7 @@ class TextDataModule(L.LightningDataModule):
         self.setup()
         dataset = self._datasets["train"]
         rank, world = ranks(self.trainer)
-        if self.task == "classify":
+        if self.task in EXAMPLE_TASKS:
             if world == 1:
                 return self._loader(dataset, sampler=SeededShuffle(len(dataset), self.seed))
             self.stats["train/dropped_per_epoch_for_equal_ranks"] = len(dataset) % world
@@ -255,27 +323,31 @@ class TextDataModule(L.LightningDataModule):
         self.setup()
         dataset = self._datasets[split]
         rank, world = ranks(self.trainer)
-        unit = "examples" if self.task == "classify" else "batches of windows"
+        unit = "examples" if self.task in EXAMPLE_TASKS else "batches of windows"
         rows: Sequence[int] = range(len(dataset))
         if world > 1:
             rows = eval_share(len(dataset), rank, world, f"the {split} split's {unit}")
             log.info(f"{split}: {len(dataset)} {unit} over {world} ranks, each scored once")
         if self.task == "classify":
             rows = sorted(rows, key=lambda i: len(dataset.token_ids[i]), reverse=True)
+        elif self.task == "sft":
+            rows = sorted(rows, key=dataset.row_length, reverse=True)
         return self._loader(dataset, sampler=rows)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        """LM datasets yield whole batches (batch_size=None); classification ones are batched
-        and padded here. Training samplers are seeded per epoch and the loader resumable, so a
-        run resumed mid-epoch sees the same batches; a seeded generator fixes worker seeds."""
-        batching: dict[str, Any] = (
-            {
-                "batch_size": self.batch_size,
-                "collate_fn": partial(collate, pad_id=self.tokenizer.pad_id),
-            }
-            if self.task == "classify"
-            else {"batch_size": None}
-        )
+        """LM datasets yield whole batches (batch_size=None); classification and sft ones are
+        batched and padded here. Training samplers are seeded per epoch and the loader
+        resumable, so a run resumed mid-epoch sees the same batches; a seeded generator fixes
+        worker seeds."""
+        batching: dict[str, Any] = {"batch_size": None}
+        if self.task in EXAMPLE_TASKS:
+            pad = self.tokenizer.pad_id
+            batch = (
+                partial(collate, pad_id=pad)
+                if self.task == "classify"
+                else partial(collate_rows, pad_id=pad, packed=self.packing)
+            )
+            batching = {"batch_size": self.batch_size, "collate_fn": batch}
         return ResumableLoader(
             dataset,
             generator=torch.Generator().manual_seed(self.seed),

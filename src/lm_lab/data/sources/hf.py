@@ -3,13 +3,16 @@
 `path` is `load_dataset`'s first argument: a hub name (needs network), a local folder, or a
 builder (`csv`, `json`, `text`, `parquet`) given `data_files`. Columns and split names are
 configurable; ClassLabel integers become their names, so labels read the same as in CSV files.
+A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk` is read with
+`load_from_disk`. For task=sft, `load_conversations()` reads whole rows as conversations.
 """
 
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lm_lab.data.sources.records import RecordFiles, Row
+from lm_lab.data.sources.conversations import check_splits_disjoint
+from lm_lab.data.sources.records import Conversations, RecordFiles, Row, read_conversations
 from lm_lab.data.sources.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 
@@ -36,18 +39,31 @@ class HFDataset(RecordFiles):
         self.names = dict(splits or {"train": "train", "validation": "validation", "test": "test"})
 
     def load(self) -> dict[str, Split]:
+        return {
+            ours: self.to_split(f"{self.root}[{theirs}]", self._rows(split))
+            for ours, theirs, split in self._splits()
+        }
+
+    def load_conversations(self) -> dict[str, Conversations]:
+        splits = {
+            ours: read_conversations(f"{self.root}[{theirs}]", self._records(split))
+            for ours, theirs, split in self._splits()
+        }
+        check_splits_disjoint(splits, str(self.root))
+        return splits
+
+    def _splits(self) -> Iterator[tuple[str, str, Any]]:
+        """(our split name, the data set's, the split) for each split the data set has."""
         self._check_disjoint()
         data = self._load_dataset()
-        splits = {}
         for ours, theirs in self.names.items():
             if theirs is not None and theirs in data:
-                splits[ours] = self.to_split(f"{self.root}[{theirs}]", self._rows(data[theirs]))
+                yield ours, theirs, data[theirs]
             elif ours in REQUIRED:
                 raise ConfigError(
                     f"data.source.splits.{ours}={theirs}: {self.root} has no such split; "
                     f"it has {', '.join(data)}"
                 )
-        return splits
 
     def _check_disjoint(self) -> None:
         """No split of the data set, and no file of `data_files`, may serve two of ours."""
@@ -69,9 +85,11 @@ class HFDataset(RecordFiles):
         )
 
     def _load_dataset(self) -> Any:
-        from datasets import load_dataset  # heavy import, only for data=hf
+        from datasets import load_dataset, load_from_disk  # heavy import, only for data=hf
 
         try:
+            if (Path(self.root) / "dataset_dict.json").is_file():  # DatasetDict.save_to_disk
+                return load_from_disk(self.root)
             data = load_dataset(
                 self.root, self.config_name, data_files=self.data_files, cache_dir=self.cache_dir
             )
@@ -87,10 +105,14 @@ class HFDataset(RecordFiles):
         self.check_columns(f"{self.root} (columns)", split.column_names)
         feature = split.features.get(self.label_column) if self.label_column else None
         names = getattr(feature, "names", None)
-        for i, record in enumerate(split):
+        for where, record in self._records(split):
             if names is not None:
                 label = record[self.label_column]
                 record[self.label_column] = (
                     names[label] if label is not None and label >= 0 else None
                 )
+            yield where, record
+
+    def _records(self, split: Any) -> Iterator[Row]:
+        for i, record in enumerate(split):
             yield f"{self.root} (row {i})", record

@@ -73,9 +73,8 @@ class PydocCorpus:
 
     @property
     def cache_path(self) -> Path:
-        py = f"{platform.python_implementation().lower()}{platform.python_version()}"
         key = (
-            f"pydoc-v{CORPUS_VERSION}-{py}-{code_fingerprint()}-seed{self.seed}"
+            f"pydoc-v{CORPUS_VERSION}-{python_tag()}-{code_fingerprint()}-seed{self.seed}"
             f"-val{self.val_fraction}-test{self.test_fraction}-min{self.min_chars}"
         )
         return self.cache_dir / f"{key}.json"
@@ -123,18 +122,27 @@ class PydocCorpus:
             return None
 
     def _write_cache(self, splits: dict[str, Split]) -> None:
-        """Written to a temporary name and renamed, so concurrent runs never read half a file."""
         state = {
             s: list(zip(split.texts, split.labels, strict=True)) for s, split in splits.items()
         }
-        path = self.cache_path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as err:
-            log.info(f"pydoc corpus: not cached ({err}); it will be rebuilt next time")
+        cache_json(self.cache_path, state, "pydoc corpus")
+
+
+def python_tag() -> str:
+    """The interpreter in a cache key: another Python ships other docstrings."""
+    return f"{platform.python_implementation().lower()}{platform.python_version()}"
+
+
+def cache_json(path: Path, state: object, what: str) -> None:
+    """Written to a temporary name and renamed, so concurrent runs never read half a file; a
+    cache that cannot be written is only logged (the next run builds it again)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        log.info(f"{what}: not cached ({err}); it will be rebuilt next time")
 
 
 def describe(splits: dict[str, Split]) -> str:

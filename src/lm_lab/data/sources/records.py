@@ -1,6 +1,10 @@
-"""Record sources (CSV, JSON lines): `load() -> {"train": Split, "validation": Split[, "test":
-Split]}` from a folder (`data.root`) holding one file per split; the test file is optional and,
-when absent, the datamodule tests on validation and says so.
+"""Record sources (CSV, JSON lines, Parquet): `load() -> {"train": Split, "validation": Split[,
+"test": Split]}` from a folder (`data.root`) holding one file per split; the test file is
+optional and, when absent, the datamodule tests on validation and says so.
+
+The same files serve instruction tuning: `load_conversations()` reads whole records as
+conversations (`conversations.to_conversation` tells the format by the fields), so
+`data=jsonl` is labelled texts for task=classify and conversations for task=sft.
 """
 
 import csv
@@ -9,6 +13,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lm_lab.data.sources.conversations import (
+    BadRecord,
+    Conversation,
+    check_splits_disjoint,
+    to_conversation,
+)
 from lm_lab.data.sources.split import Split, check_disjoint
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
@@ -85,6 +95,13 @@ class RecordFiles:
         paths = split_files(self.root, self.names)
         return {split: self.to_split(path, self.rows(path)) for split, path in paths.items()}
 
+    def load_conversations(self) -> dict[str, "Conversations"]:
+        """Every split's records as conversations (task=sft); no conversation in two splits."""
+        paths = split_files(self.root, self.names)
+        splits = {split: read_conversations(path, self.rows(path)) for split, path in paths.items()}
+        check_splits_disjoint(splits, str(self.root))
+        return splits
+
     def rows(self, path: Path) -> Iterable[Row]:
         raise NotImplementedError
 
@@ -147,13 +164,54 @@ class RecordFiles:
     def _report_malformed(
         path: Path | str, stats: dict[str, int], first: dict[str, str], kept: int
     ) -> None:
-        if not first:
-            return
-        counts = ", ".join(f"{stats[f'dropped_{reason}']} {reason}" for reason in first)
-        firsts = "; ".join(first.values())
-        if kept == 0:
-            raise ConfigError(f"{path}: no usable record ({counts}; first: {firsts}); fix the file")
-        log.warning(f"{path}: dropped malformed records ({counts}); first: {firsts}")
+        report_malformed(path, stats, first, kept)
+
+
+def report_malformed(
+    path: Path | str,
+    stats: dict[str, int],
+    first: dict[str, str],
+    kept: int,
+    fix: str = "fix the file",
+) -> None:
+    """One warning naming each reason's count and first record; a file with nothing kept is
+    refused in one line."""
+    if not first:
+        return
+    counts = ", ".join(f"{stats[f'dropped_{reason}']} {reason}" for reason in first)
+    firsts = "; ".join(first.values())
+    if kept == 0:
+        raise ConfigError(f"{path}: no usable record ({counts}; first: {firsts}); {fix}")
+    log.warning(f"{path}: dropped malformed records ({counts}); first: {firsts}")
+
+
+class Conversations(list[Conversation]):
+    """One split's conversations (a list), with where they came from and the reading's counts
+    ("read", "dropped_<reason>"), which the datamodule adds to its stats."""
+
+    def __init__(self, items: Iterable[Conversation], origin: str, stats: dict[str, int]) -> None:
+        super().__init__(items)
+        self.origin, self.stats = origin, stats
+
+
+def read_conversations(path: Path | str, rows: Iterable[Row]) -> Conversations:
+    """Every readable conversation of one file. Malformed records are dropped and counted by
+    reason; a fatal one (no assistant turn) stops the run, naming where it is."""
+    conversations: list[Conversation] = []
+    stats, first = {"read": 0}, {}
+    for where, record in rows:
+        stats["read"] += 1
+        try:
+            conversations.append(to_conversation(record, where))
+        except BadRecord as bad:
+            if bad.fatal:
+                raise ConfigError(f"{where}: {bad.what}; {bad.fix}") from None
+            stats[f"dropped_{bad.reason}"] = stats.get(f"dropped_{bad.reason}", 0) + 1
+            first.setdefault(bad.reason, f"{where}: {bad.what}")
+    report_malformed(path, stats, first, len(conversations), "see docs/instruction_tuning.md")
+    if not conversations:
+        raise ConfigError(f"{path}: no records; put one conversation a record in it")
+    return Conversations(conversations, str(path), stats)
 
 
 class CsvFiles(RecordFiles):
@@ -203,3 +261,21 @@ class JsonlFiles(RecordFiles):
             if not isinstance(record, dict):
                 raise ConfigError(f'{where}: expected a JSON object like {{"text": ...}} per line')
             yield where, record
+
+
+class ParquetFiles(RecordFiles):
+    """Parquet files, one row a record (train.parquet, validation.parquet, optional test),
+    read with pyarrow: the format data sets are shared in on the Hub."""
+
+    name = "parquet"
+    suffix = ".parquet"
+
+    def rows(self, path: Path) -> Iterator[Row]:
+        import pyarrow.parquet as pq  # only for data=parquet
+
+        try:
+            table = pq.read_table(path)
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... on a bad file
+            raise ConfigError(f"{path}: not a Parquet file ({err}); write it with pyarrow") from err
+        for row, record in enumerate(table.to_pylist(), start=1):  # to_split checks columns
+            yield f"{path} (row {row})", record
