@@ -44,6 +44,22 @@ def test_the_fused_weight_follows_writes_to_q_k_v():
     torch.testing.assert_close(fused, attn(x), atol=1e-6, rtol=0)  # separate, grad on
 
 
+def test_the_fused_weight_follows_a_fused_adamw_step():
+    """Validation during training: a fused AdamW step writes the weights without moving their
+    version counters, so the stack must be rebuilt after every optimizer step."""
+    attn, x = attention(), torch.randn(1, 3, 16)
+    with torch.no_grad():
+        attn(x)  # the stack of the weights before the step
+    optimizer = torch.optim.AdamW(attn.parameters(), lr=0.1, fused=True)
+    attn(x).sum().backward()
+    versions = [p._version for p in attn.parameters()]
+    optimizer.step()
+    assert [p._version for p in attn.parameters()] == versions  # why the count is needed
+    with torch.no_grad():
+        fused = attn(x)
+    torch.testing.assert_close(fused, attn(x), atol=1e-6, rtol=0)  # separate, grad on
+
+
 def test_no_fusion_under_lora_or_a_hook():
     attn, x = attention(), torch.randn(1, 3, 16)
     holder = torch.nn.Module()

@@ -136,8 +136,9 @@ def test_bad_input_is_one_line(overrides, message, compose, tmp_path, lm_ckpt):
 def test_a_classifier_checkpoint_cannot_answer(compose, tmp_path):
     data = tmp_path / "csv"
     data.mkdir()
-    for split in ("train", "validation"):
-        (data / f"{split}.csv").write_text("text,label\n" + "good film,pos\nbad film,neg\n" * 8)
+    for split, noun in (("train", "film"), ("validation", "plot")):  # no text in both splits
+        rows = f"good {noun},pos\nbad {noun},neg\n" * 8
+        (data / f"{split}.csv").write_text("text,label\n" + rows)
     cfg = compose("task=classify", "data=csv", f"data.root={data}", "tokenizer=char")
     cfg.trainer.limit_train_batches = 1
     train(cfg)

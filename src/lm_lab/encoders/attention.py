@@ -10,9 +10,22 @@ a strategy that freezes them), one fused matmul computes all three (`SelfAttenti
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lm_lab.encoders.packing import Packing
 from lm_lab.encoders.positions import Rotary, token_positions
+
+# Optimizer steps taken in this process. A fused AdamW step (lm_lab's default where the device
+# has one) writes the weights without moving their version counters, so the fused q/k/v stack
+# is keyed on this count as well: validation during training must see this step's weights.
+_optimizer_steps = [0]
+
+
+def _count_step(*_: object) -> None:
+    _optimizer_steps[0] += 1
+
+
+register_optimizer_step_post_hook(_count_step)
 
 
 class _Buffers:
@@ -211,14 +224,15 @@ class SelfAttention(nn.Module):
         """The q, k, v weights (D + 2 Dkv, D) and biases stacked, or None where the three
         projections must run as modules: a strategy wraps one (parametrization, hook) or a
         gradient must reach their weights. The stack is a cache, rebuilt when any weight is
-        replaced or written in place (its version counter moves: optimizer step, state dict)."""
+        replaced or written in place (its version counter moves: state dict, `copy_`) and after
+        every optimizer step (fused AdamW leaves the counters as they were)."""
         projs = (self.q, self.k, self.v)
         if any(type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks for p in projs):
             return None  # parametrize subclasses the Linear: LoRA, IA3
         tensors = [t for p in projs for t in (p.weight, p.bias) if t is not None]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
-        key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+        key = (_optimizer_steps[0], *((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors))
         if self._fused is None or self._fused[0] != key:
             with torch.no_grad(), torch.inference_mode(False):  # usable outside inference too
                 weight = torch.cat([p.weight for p in projs])  # (D + 2 Dkv, D)
