@@ -68,7 +68,7 @@ sweep: $(STAMP) ## W&B sweep (sweep.yaml) plus one agent running COUNT runs; nee
 bench: $(STAMP) ## plain PyTorch loop vs lm_lab: train and generate tokens/s (ARGS="--threads 1 ...")
 	$(PY) bench/lm_speed.py $(ARGS)
 
-bench-hf: $(STAMP) ## lm_lab vs transformers + peft on SmolLM2: forward, generation, LoRA, ICL, bandwidth, 1 and 2 threads (13-21 min at load 4-10 on the 2-core CPU)
+bench-hf: $(STAMP) ## lm_lab vs transformers + peft on SmolLM2: forward, generation, LoRA, ICL, bandwidth, 1 and 2 threads (4 min idle, 13-21 min at load 4-10, on the 2-core CPU)
 	$(PY) bench/hf_speed.py $(ARGS)
 
 bench-data: $(STAMP) ## corpus preparation, 16 + 160 MB as many files and as one train.txt: MB/s, peak RSS, bytes/token vs one in-memory encode_batch (~20 min; ARGS="--layouts files --no-reference" ...)
