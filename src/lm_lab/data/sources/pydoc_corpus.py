@@ -40,6 +40,19 @@ def code_fingerprint() -> str:
     return hashlib.sha1(Path(stdlib_docs.__file__).read_bytes()).hexdigest()[:8]
 
 
+def check_fractions(val_fraction: float, test_fraction: float, left: str) -> None:
+    """The held-out shares of a hash split: each in (0, 1), and `left` (what train keeps)
+    must remain."""
+    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 < value < 1:
+            raise ConfigError(f"data.source.{key}={value}: must lie strictly between 0 and 1")
+    if val_fraction + test_fraction >= 1:
+        raise ConfigError(
+            f"data.source.val_fraction + test_fraction = {val_fraction + test_fraction}: "
+            f"must be below 1 to leave {left}; lower them"
+        )
+
+
 class PydocCorpus:
     """Source of the built-in corpus: `load()` -> {"train", "validation", "test": Split}.
 
@@ -57,14 +70,7 @@ class PydocCorpus:
         cache_dir: str | Path | None = None,
         min_chars: int = 40,
     ) -> None:
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < value < 1:
-                raise ConfigError(f"data.source.{key}={value}: must lie strictly between 0 and 1")
-        if val_fraction + test_fraction >= 1:
-            raise ConfigError(
-                f"data.source.val_fraction + test_fraction = {val_fraction + test_fraction}: "
-                "must be below 1 to leave training data; lower them"
-            )
+        check_fractions(val_fraction, test_fraction, "training data")
         self.seed = seed
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction

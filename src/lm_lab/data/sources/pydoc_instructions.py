@@ -27,6 +27,7 @@ from lm_lab.data.sources.label_instructions import choice_prompt, pair
 from lm_lab.data.sources.pydoc_corpus import (
     SPLITS,
     cache_json,
+    check_fractions,
     code_fingerprint,
     default_cache_dir,
     python_tag,
@@ -134,14 +135,7 @@ class PydocInstructions:
         max_answer_chars: int = 300,
         cache_dir: str | Path | None = None,
     ) -> None:
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < value < 1:
-                raise ConfigError(f"data.source.{key}={value}: must lie strictly between 0 and 1")
-        if val_fraction + test_fraction >= 1:
-            raise ConfigError(
-                f"data.source.val_fraction + test_fraction = {val_fraction + test_fraction}: "
-                "must be below 1 to leave modules for training; lower them"
-            )
+        check_fractions(val_fraction, test_fraction, "modules for training")
         unknown = [k for k in kinds if k not in KINDS]
         if unknown or not kinds:
             raise ConfigError(f"data.source.kinds={list(kinds)}: choose from {list(KINDS)}")
