@@ -30,7 +30,7 @@ finetune-compare: $(STAMP) ## pretrain per encoder, fine-tune with every strateg
 finetune-real: $(STAMP) ## SmolLM2 x every strategy, random init, recipe, TF-IDF on SST-2 + AG News (1-2 days on 1 core, SST-2 alone ~8 h; ARGS=--data sst2 --rows lora ...)
 	OMP_NUM_THREADS=1 $(PY) scripts/finetune_real.py $(ARGS)
 
-sft: $(STAMP) ## SmolLM2 on pydoc_sft: as installed, LoRA SFT, full SFT, random init; EM + ROUGE-L per kind (100 steps x 8 per run, 12 runs: most of a day on 1 core; ARGS=--steps 20 --seeds 0 --rows installed lora ...)
+sft: $(STAMP) ## SmolLM2 on pydoc_sft: as installed, LoRA SFT, full SFT, random init; EM + ROUGE-L per kind (100 steps x 8 per run, 12 runs: 3-5 h on 1 core; ARGS=--steps 20 --seeds 0 --rows installed lora ...)
 	OMP_NUM_THREADS=1 $(PY) scripts/sft_table.py $(ARGS)
 
 mqar: $(STAMP) ## MQAR recall, CPU preset (64 tokens, 4 pairs), attention-only transformer

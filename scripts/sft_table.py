@@ -7,10 +7,12 @@ after LoRA SFT, after full SFT, and the same architecture from random initializa
 
 Budget: every training run is `experiment=sft_pydoc` for --steps optimizer steps of --batch
 conversations (default 100 x 8 = 800 conversations, about half an epoch of the 1,500 training
-pairs), validated once at the end. On one busy CPU core a SmolLM2 step takes ~20-25 s (3 LoRA
-steps and a validation batch took 79 s here), so a run is ~30-40 min, and the default table (3
-rows x (2 lrs + 2 more seeds) = 12 runs, plus 10 generations of 150 answers) most of a day on
-one core; --steps, --seeds and --rows shrink it.
+pairs), validated once at the end. Measured on one thread of a busy 2-core CPU
+(docs/results.md): 24 steps x 4 conversations of at most 256 tokens took 3.4 min a LoRA run and
+4.5 a full one, validation included, and a test generation of 48 answers about 1.5 min; the
+default (4x the tokens a step, 4x the steps, 3x the prompts) is then roughly 20-30 min a run and
+3-5 hours for the table (12 runs, 10 test generations) on one core; --steps, --seeds, --rows and
+--set shrink it.
 
 Protocol (docs/results.md): per training row, each lr of its grid (finetune_real.GRIDS, or
 --lrs) trains seed 0; the lr with the lowest validation response loss (`val/loss`, taken on
