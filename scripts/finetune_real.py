@@ -107,6 +107,15 @@ def tested(out: Path, name: str, grid_run: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def write_tables(out: Path, final: list[dict[str, Any]], tried: list[dict[str, Any]]) -> None:
+    """<out>/table.md (the final runs) and <out>/tried.md (the grid, validation only), as far
+    as each has rows yet."""
+    if final:
+        (out / "table.md").write_text(markdown(final))
+    if tried:
+        (out / "tried.md").write_text(markdown(tried))
+
+
 def forget_weights(cfg: DictConfig) -> None:
     """The named model's architecture and tokenizer, none of its weights: the random row."""
     use_pretrained(cfg)
@@ -232,10 +241,7 @@ class Table:
         self.write()
 
     def write(self) -> None:
-        if self.final:
-            (self.out / "table.md").write_text(markdown(self.final))
-        if self.tried:
-            (self.out / "tried.md").write_text(markdown(self.tried))
+        write_tables(self.out, self.final, self.tried)
 
 
 def main() -> None:

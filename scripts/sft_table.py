@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune_compare import COMMON, ROOT, composed, job, markdown
-from finetune_real import GRIDS, ROWS, forget_weights, summary
+from finetune_real import GRIDS, ROWS, forget_weights, summary, write_tables
 
 from lm_lab.cli.resolvers import register_resolvers
 from lm_lab.evaluate import run as evaluate
@@ -148,10 +148,7 @@ class Table:
         self.write()
 
     def write(self) -> None:
-        if self.final:
-            (self.out / "table.md").write_text(markdown(self.final))
-        if self.tried:
-            (self.out / "tried.md").write_text(markdown(self.tried))
+        write_tables(self.out, self.final, self.tried)
         if self.samples:
             (self.out / "samples.md").write_text(side_by_side(self.samples))
 
