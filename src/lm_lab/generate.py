@@ -192,11 +192,9 @@ def chat_template(cfg: DictConfig, module: "LanguageModel") -> PlainTemplate | N
 
 
 def chat_stop(cfg: DictConfig, module: "LanguageModel") -> str | None:
-    """`stop`, else the plain template's end of a reply when no EOS id ends it."""
+    """The plain template's end of a reply when no EOS id ends it (None: the EOS ids do)."""
     template = chat_template(cfg, module)
-    if cfg.stop or template is None:
-        return unescape(str(cfg.stop)) if cfg.stop else None
-    return template.stop(module.tokenizer)
+    return None if template is None else template.stop(module.tokenizer)
 
 
 def opening(cfg: DictConfig) -> list[Message]:
@@ -205,9 +203,10 @@ def opening(cfg: DictConfig) -> list[Message]:
 
 
 def sampling_options(cfg: DictConfig, stop: str | None = None) -> dict[str, Any]:
-    """The keyword arguments of `generate_completions` from the config (`stop`: a chat's)."""
+    """The keyword arguments of `generate_completions` from the config; `stop` (a chat's end
+    of reply) applies when the config names none."""
     return {
-        "stop": stop or (unescape(str(cfg.stop)) if cfg.stop else None),
+        "stop": unescape(str(cfg.stop)) if cfg.stop else stop,
         "temperature": cfg.temperature,
         "top_k": cfg.top_k,
         "top_p": cfg.top_p,
