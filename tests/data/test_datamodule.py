@@ -138,6 +138,19 @@ def test_max_train_examples_is_a_label_budget():
     assert dm.stats["train/examples"] == 10 and dm.stats["train/dropped_over_budget"] == 30
 
 
+def test_max_eval_examples_scores_the_first_n_of_validation_and_test_only():
+    whole = datamodule("classify")
+    whole.setup()
+    dm = datamodule("classify", max_eval_examples=3)
+    dm.setup()
+    assert dm.stats["train/examples"] == whole.stats["train/examples"]  # training untouched
+    for split in ("validation", "test"):
+        texts, labels = dm.texts_and_labels(split)
+        assert (texts, labels) == tuple(x[:3] for x in whole.texts_and_labels(split))
+        dropped = whole.stats[f"{split}/examples"] - 3
+        assert dm.stats[f"{split}/dropped_over_budget"] == dropped > 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [({"batch_size": 0}, "data.batch_size"), ({"eval_windows": -1}, "data.eval_windows")],

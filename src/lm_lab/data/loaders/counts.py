@@ -15,6 +15,7 @@ COUNTS = (
     ("train_windows_per_epoch", 1, False),
     ("eval_windows", 1, True),
     ("max_train_examples", 1, True),
+    ("max_eval_examples", 1, True),
     ("num_workers", 0, False),
     ("num_proc", 1, True),
 )

@@ -62,6 +62,9 @@ class TextDataModule(L.LightningDataModule):
 
     `label_names` given (eval.py: a trained head's order) fixes the label ids by name; labels the
     head does not know are refused. None: the sorted labels of the training split.
+    `max_eval_examples` scores the first N validation and test examples: a fixed subsample that
+    makes a large test set affordable on a CPU, for every row of a table alike (its count is in
+    `stats[...dropped_over_budget]`).
 
     generate: the corpus is prepared once into memory-mapped token shards (`prepare.py`), from
     the files themselves when the source streams them (`documents.TextFiles`), else from the
@@ -83,6 +86,7 @@ class TextDataModule(L.LightningDataModule):
         train_windows_per_epoch: int = 2000,
         eval_windows: int | None = None,
         max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
         root: str | None = None,  # the source's folder, if any; named in messages
@@ -104,6 +108,7 @@ class TextDataModule(L.LightningDataModule):
                 "train_windows_per_epoch": train_windows_per_epoch,
                 "eval_windows": eval_windows,
                 "max_train_examples": max_train_examples,
+                "max_eval_examples": max_eval_examples,
                 "num_workers": num_workers,
                 "num_proc": num_proc,
             }
@@ -112,6 +117,7 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size, self.max_length, self.block_size = batch_size, max_length, block_size
         self.train_windows_per_epoch, self.eval_windows = train_windows_per_epoch, eval_windows
         self.max_train_examples, self.num_workers, self.seed = max_train_examples, num_workers, seed
+        self.max_eval_examples = max_eval_examples
         self.root, self.cache_dir, self.num_proc = root, cache_dir, num_proc
         self.label_names = label_names
         self.template, self.packing, self.truncation = template, packing, truncation
@@ -179,7 +185,7 @@ class TextDataModule(L.LightningDataModule):
                 )
         self.stats["train/labels"] = len(self.label_names)
         for name, split in splits.items():
-            budget = self.max_train_examples if name == "train" else None
+            budget = self.max_train_examples if name == "train" else self.max_eval_examples
             dataset = ClassificationDataset.from_split(
                 split, name, self.tokenizer, self.label_names, self.max_length, budget, known_by
             )
