@@ -52,6 +52,21 @@ def test_left_padded_batch_equals_each_prompt_alone(encoder, compose):
         assert torch.equal(batch[row], generate_ids(model, [prompt], 12, temperature=0)[0])
 
 
+def test_generation_projects_one_position_per_row_and_step(compose, monkeypatch):
+    """The prompt's other positions are never projected onto the vocabulary (last_only), and
+    those logits equal the last column of the whole projection."""
+    model = language_model(compose("model=transformer", "task=generate"))
+    ids = torch.tensor([TOKENIZER.encode("hello kid")])  # (1, 9)
+    whole, _ = model.step(ids, None, 0)  # (1, 9, V)
+    last, _ = model.step(ids, None, 0, last_only=True)  # (1, 1, V)
+    assert last.shape == (1, 1, whole.shape[-1])
+    torch.testing.assert_close(last, whole[:, -1:], rtol=0, atol=1e-6)  # one row vs nine: rounding
+    projected, logits = [], model.backbone.logits
+    monkeypatch.setattr(model.backbone, "logits", lambda h: projected.append(h.shape) or logits(h))
+    generate_ids(model, [TOKENIZER.encode("hello kid"), TOKENIZER.encode("a")], 5, temperature=0)
+    assert projected == [torch.Size([2, 1, model.backbone.embed.embedding_dim])] * 5
+
+
 def draws(logits: torch.Tensor, **filters) -> set[int]:
     generator = torch.Generator().manual_seed(0)
     batch = logits.expand(2000, -1)

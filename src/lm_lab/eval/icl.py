@@ -210,7 +210,8 @@ def prefix_cached(model: LanguageModel, prefix: list[int]) -> RowLogits:
     if not prefix:
         return whole_prompt(lm_logits(model), prefix)
     device = model.backbone.embed.weight.device
-    _, state = model.step(torch.tensor([prefix], device=device), None, 0)
+    # the prefix's state only: no label is scored in it, so its logits are never projected
+    _, state = model.backbone.step(torch.tensor([prefix], device=device), None, 0)
     encoder = model.backbone.encoder
 
     def run(rows: Tensor, at: Tensor) -> Tensor:

@@ -45,11 +45,19 @@ class LanguageModel(TaskModule):
         return self.backbone.logits(h)  # (B, T, V)
 
     def step(
-        self, input_ids: Tensor, state: State | None, offset: int, n_pad: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        state: State | None,
+        offset: int,
+        n_pad: Tensor | None = None,
+        last_only: bool = False,
     ) -> tuple[Tensor, State]:
-        """Logits (B, t, V) of the next tokens, carrying the encoder state (generation)."""
+        """Logits (B, t, V) of the next tokens, carrying the encoder state (generation).
+        `last_only`: (B, 1, V) for the last position alone, all that sampling reads; a prompt's
+        other positions would each cost a vocabulary projection (49152 x 576 for SmolLM2), as
+        transformers' `logits_to_keep=1` also avoids."""
         h, state = self.backbone.step(input_ids, state, offset, n_pad)  # (B, t, D)
-        return self.head(h), state
+        return self.head(h[:, -1:] if last_only else h), state  # (B, t or 1, V)
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """Mean loss over scored targets, with the logits (N, V) and targets (N,) it came from.

@@ -111,13 +111,16 @@ class Cache:
     state: list | None = None
 
     def feed(self, model: "LanguageModel", ids: list[int]) -> Tensor:
-        """Logits (1, t, V) for the ids after the cached ones, when those start `ids`; else
-        for all of `ids` anew (a reply re-encoded from its text may tokenize differently)."""
+        """Logits (1, 1, V) after the last of `ids`, feeding only those after the cached ones
+        when these start `ids`; else all of `ids` anew (a reply re-encoded from its text may
+        tokenize differently)."""
         n = len(self.ids)
         keep = n if 0 < n < len(ids) and ids[:n] == self.ids else 0
         device = model.backbone.embed.weight.device
         new = torch.tensor([ids[keep:]], dtype=torch.long, device=device)  # (1, t)
-        logits, self.state = model.step(new, self.state if keep else None, keep, None)
+        logits, self.state = model.step(
+            new, self.state if keep else None, keep, None, last_only=True
+        )
         self.ids = list(ids)
         return logits
 
@@ -157,7 +160,7 @@ def generate_ids(
             raise ValueError("generate_ids: a cache holds one conversation; give one prompt")
         logits, state = cache.feed(model, prompts[0]), cache.state  # (1, t, V)
     else:
-        logits, state = model.step(ids, None, 0, n_pad)  # (B, T, V)
+        logits, state = model.step(ids, None, 0, n_pad, last_only=True)  # (B, 1, V)
     new: list[Tensor] = []
     ended = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # (B,) rows past EOS
     for offset in range(ids.shape[1], ids.shape[1] + max_new_tokens):
@@ -172,7 +175,7 @@ def generate_ids(
             logits, state = model.step(token[:, None], state, offset, n_pad)  # (B, 1, V)
         else:
             ids = torch.cat([ids, token[:, None]], 1)  # (B, offset + 1)
-            logits, _ = model.step(ids, None, 0, n_pad)  # the whole sequence again
+            logits, _ = model.step(ids, None, 0, n_pad, last_only=True)  # the whole sequence again
     if cache is not None and use_cache:  # the last token was never fed back
         cache.ids, cache.state = prompts[0] + [int(t) for t in new[:-1]], state
     return torch.stack(new, 1)  # (B, n)
