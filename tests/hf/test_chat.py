@@ -245,7 +245,7 @@ def test_the_cache_feeds_turn_two_only_its_new_ids_with_the_same_logits(chat_mod
     assert ids[: len(held)] == held  # so the cache is reused, not rebuilt
     fed: list[int] = []
     step = module.step
-    module.step = lambda x, *a: fed.append(x.shape[1]) or step(x, *a)
+    module.step = lambda x, *a, **kw: fed.append(x.shape[1]) or step(x, *a, **kw)
     with torch.no_grad():
         cached = cache.feed(module, ids)[:, -1]  # (1, V)
     assert fed == [len(ids) - len(held)]
