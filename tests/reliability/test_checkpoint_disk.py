@@ -99,3 +99,15 @@ def test_metrics_json_reports_peak_rss(lm_run):
     result = json.loads((lm_run[0] / "metrics.json").read_text())
     now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert 100 < result["peak_rss_mb"] <= now + 0.1
+
+
+def test_a_second_run_in_one_process_reports_its_own_peak(lm_run, compose, tmp_path):
+    """What the process held before a run (600 MB touched, then freed, as an earlier run's
+    model would be) is not that run's peak: the mark starts again at each run."""
+    block = bytearray(600 * 2**20)
+    block[:: 2**12] = b"x" * len(block[:: 2**12])  # every page resident
+    del block
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cfg = compose(*lm_run[1], "logger=[]", "test=false", f"paths.output_dir={tmp_path}")
+    result = train(cfg)
+    assert 100 < result["peak_rss_mb"] < before - 300
