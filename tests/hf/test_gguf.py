@@ -181,9 +181,11 @@ def write_gguf(
     pre: str = "smollm",
     rope_dims: int = WIDTH // HEADS,
     skip: tuple[str, ...] = (),
+    meta: dict[str, object] | None = None,
 ) -> Path:
     """A GGUF file as llama.cpp's converter writes one: metadata, tokenizer, permuted q/k;
-    `extra` tensors and the other keywords make bad files."""
+    `extra` tensors, `meta` (GGUFWriter method -> value) and the other keywords make scaled
+    rope or bad files."""
     arch = "qwen2" if family == "qwen2" else "llama"
     w = gguf.GGUFWriter(str(path), arch)
     vocab = add_tokenizer(w, tokenizer, pre)
@@ -203,6 +205,8 @@ def write_gguf(
     if tokenizer != "llama":  # sentencepiece files often leave it unsaid: BOS by default
         w.add_add_bos_token(False)
     w.add_chat_template(CHAT)
+    for method, value in (meta or {}).items():
+        getattr(w, method)(value)
     for hf, tensor in model.state_dict().items():
         values = tensor.numpy()
         if arch == "llama" and ".q_proj." in hf:
