@@ -36,10 +36,14 @@ LLAMA31 = {  # Llama 3.1 8B's head and rope: six of its 64 frequencies are blend
 }
 
 
-def test_llama_3_1_8b_factors_give_its_rope_scaling_back():
-    factors = llama3_rope_freqs(**LLAMA31, head_dim=128, base=500000.0)
-    assert ((factors > 1) & (factors < 8)).sum() == 6
-    assert llama3_scaling(factors, 128, 500000.0) == {"rope_type": "llama3", **LLAMA31}
+LLAMA32 = LLAMA31 | {"factor": 32.0}  # Llama 3.2 1B / 3B: head 64, three blended
+
+
+@pytest.mark.parametrize(("params", "head_dim", "blended"), [(LLAMA31, 128, 6), (LLAMA32, 64, 3)])
+def test_llama_3_factors_give_its_rope_scaling_back(params, head_dim, blended):
+    factors = llama3_rope_freqs(**params, head_dim=head_dim, base=500000.0)
+    assert ((factors > 1) & (factors < params["factor"])).sum() == blended
+    assert llama3_scaling(factors, head_dim, 500000.0) == {"rope_type": "llama3", **params}
 
 
 def test_only_ratios_are_identifiable_unless_the_file_gives_the_original_context():
