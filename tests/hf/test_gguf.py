@@ -318,6 +318,23 @@ def test_llama3_rope_freqs_become_rope_scaling_and_logits_equal_transformers(tmp
     assert not torch.allclose(logits, theirs(path)(input_ids=ids).logits, atol=1e-3)
 
 
+def test_the_files_rope_scaling_metadata_is_used_and_checked(tmp_path):
+    """low 2, high 8, context 128 draw LLAMA3's factors (same ratios): only the file's
+    original_context_length tells them apart, and a rope.scaling.factor the factors deny fails."""
+    wider = {**LLAMA3, "low_freq_factor": 2.0, "high_freq_factor": 8.0}
+    wider["original_max_position_embeddings"] = 128
+    factors = llama3_rope_freqs(**wider)
+    np.testing.assert_array_equal(factors, llama3_rope_freqs(**LLAMA3))
+    meta = {"add_rope_scaling_orig_ctx_len": 128, "add_rope_scaling_factor": 8.0}
+    path = write_gguf(tmp_path / "ctx.gguf", extra={"rope_freqs.weight": factors}, meta=meta)
+    config = json.loads((convert.converted(path) / "config.json").read_text())
+    assert config["rope_scaling"] == {"rope_type": "llama3", **wider}
+    meta["add_rope_scaling_factor"] = 12.0  # the largest factor is 8
+    path = write_gguf(tmp_path / "f4.gguf", extra={"rope_freqs.weight": factors}, meta=meta)
+    with pytest.raises(ConfigError, match="no llama3 parameters give"):
+        convert.converted(path)
+
+
 def test_rope_freqs_of_ones_are_no_scaling(tmp_path):
     """Factors all 1 divide no frequency: the file opens as unscaled rope (no rope_scaling)."""
     path = write_gguf(tmp_path / "ones.gguf", extra={"rope_freqs.weight": ONES})

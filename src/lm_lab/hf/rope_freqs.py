@@ -87,6 +87,9 @@ def _candidates(fitted: dict[str, float]) -> Iterator[dict[str, float]]:
 
 
 def _reproduces(params: dict[str, float], factors: np.ndarray, inv_freq: torch.Tensor) -> bool:
-    """Whether the encoder's llama3 frequencies for `params` divide inv_freq by `factors`."""
+    """Whether the encoder's llama3 frequencies for `params` divide inv_freq by `factors`
+    (never for a band rounded away: low_freq_factor 0, or high not above it)."""
+    if not 0 < params["low_freq_factor"] < params["high_freq_factor"]:
+        return False
     ours = inv_freq / llama3_frequencies(inv_freq, "llama3", **params)  # (Dh/2,)
     return bool(np.allclose(ours.numpy(), factors, rtol=RTOL, atol=0))
