@@ -2,6 +2,7 @@
 package: random llama / mistral / qwen2 weights of every supported quantization, a byte-level
 BPE vocabulary. The reference is transformers' own GGUF loading of the same file."""
 
+import copy
 import json
 import re
 import subprocess
@@ -16,6 +17,7 @@ from lm_lab.hf import gguf as convert
 from lm_lab.hf.folder import is_hf_source
 from lm_lab.hf.load import load_language_model
 from lm_lab.utils.errors import ConfigError
+from tests.hf.test_rope_freqs import llama3_rope_freqs
 
 gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")  # the dev extra
@@ -181,9 +183,11 @@ def write_gguf(
     pre: str = "smollm",
     rope_dims: int = WIDTH // HEADS,
     skip: tuple[str, ...] = (),
+    meta: dict[str, object] | None = None,
 ) -> Path:
     """A GGUF file as llama.cpp's converter writes one: metadata, tokenizer, permuted q/k;
-    `extra` tensors and the other keywords make bad files."""
+    `extra` tensors, `meta` (GGUFWriter method -> value) and the other keywords make scaled
+    rope or bad files."""
     arch = "qwen2" if family == "qwen2" else "llama"
     w = gguf.GGUFWriter(str(path), arch)
     vocab = add_tokenizer(w, tokenizer, pre)
@@ -203,6 +207,8 @@ def write_gguf(
     if tokenizer != "llama":  # sentencepiece files often leave it unsaid: BOS by default
         w.add_add_bos_token(False)
     w.add_chat_template(CHAT)
+    for method, value in (meta or {}).items():
+        getattr(w, method)(value)
     for hf, tensor in model.state_dict().items():
         values = tensor.numpy()
         if arch == "llama" and ".q_proj." in hf:
@@ -273,10 +279,76 @@ def test_without_the_unpermute_the_logits_differ(tmp_path, monkeypatch):
     assert not torch.allclose(ours(ids), theirs(path)(input_ids=ids).logits, atol=1e-3)
 
 
+# head 16, base 5000: wavelengths 6.3, 18.2, 52.8, 153, ... against the band [64 / 4, 64]: one
+# frequency unscaled, two blended, five slowed by 8
+LLAMA3 = {
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
+
+
+def test_llama3_rope_freqs_become_rope_scaling_and_logits_equal_transformers(tmp_path):
+    """transformers' GGUF loader skips rope_freqs.weight (its model runs unscaled rope), so the
+    reference is its LlamaForCausalLM with the same weights and the llama3 rope_scaling."""
+    factors = llama3_rope_freqs(**LLAMA3)
+    # by hand (float64): s = (64 / wavelength - 1) / 3, factor 1 / ((1 - s) / 8 + s)
+    np.testing.assert_allclose(factors, [1, 1.1657158, 5.3580818, *[8] * 5], rtol=1e-6)
+    path = write_gguf(tmp_path / "llama31.gguf", extra={"rope_freqs.weight": factors})
+    folder = convert.converted(path)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["rope_scaling"] == {"rope_type": "llama3", **LLAMA3}
+    assert config["lm_lab_gguf"]["tensor_types"] == {"F32": 14, "Q8_0": 7}  # weights only
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", framework="pt") as f:
+        assert not [k for k in f.keys() if "rope" in k]  # noqa: SIM118 (no __iter__)
+    unscaled = theirs(path)
+    assert unscaled.config.rope_parameters["rope_type"] == "default"
+    scaled = copy.deepcopy(unscaled.config)
+    scaled.rope_parameters = {"rope_theta": 5000.0, "rope_type": "llama3", **LLAMA3}
+    reference = transformers.LlamaForCausalLM(scaled).eval()
+    reference.load_state_dict(unscaled.state_dict())
+    ours, _ = load_language_model(path)
+    torch.manual_seed(1)
+    ids = torch.randint(3, 300, (2, 64))  # (B, T): positions past the band's shortest wavelength
+    logits = ours(ids)  # (B, T, V)
+    torch.testing.assert_close(logits, reference(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logits, theirs(path)(input_ids=ids).logits, atol=1e-3)
+
+
+def test_the_files_rope_scaling_metadata_is_used_and_checked(tmp_path):
+    """low 2, high 8, context 128 draw LLAMA3's factors (same ratios): only the file's
+    original_context_length tells them apart, and a rope.scaling.factor the factors deny fails."""
+    wider = {**LLAMA3, "low_freq_factor": 2.0, "high_freq_factor": 8.0}
+    wider["original_max_position_embeddings"] = 128
+    factors = llama3_rope_freqs(**wider)
+    np.testing.assert_array_equal(factors, llama3_rope_freqs(**LLAMA3))
+    meta = {"add_rope_scaling_orig_ctx_len": 128, "add_rope_scaling_factor": 8.0}
+    path = write_gguf(tmp_path / "ctx.gguf", extra={"rope_freqs.weight": factors}, meta=meta)
+    config = json.loads((convert.converted(path) / "config.json").read_text())
+    assert config["rope_scaling"] == {"rope_type": "llama3", **wider}
+    meta["add_rope_scaling_factor"] = 12.0  # the largest factor is 8
+    path = write_gguf(tmp_path / "f4.gguf", extra={"rope_freqs.weight": factors}, meta=meta)
+    with pytest.raises(ConfigError, match="no llama3 parameters give"):
+        convert.converted(path)
+
+
+def test_rope_freqs_of_ones_are_no_scaling(tmp_path):
+    """Factors all 1 divide no frequency: the file opens as unscaled rope (no rope_scaling)."""
+    path = write_gguf(tmp_path / "ones.gguf", extra={"rope_freqs.weight": ONES})
+    assert "rope_scaling" not in json.loads((convert.converted(path) / "config.json").read_text())
+    ours, _ = load_language_model(path)
+    ids = torch.randint(3, 300, (1, 40))
+    torch.testing.assert_close(ours(ids), theirs(path)(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+
+
 def test_the_folder_has_config_tokenizer_chat_template_and_generation_config(tmp_path):
     folder = convert.converted(write_gguf(tmp_path / "m.gguf", "llama", (Q.F32, Q.Q4_1)))
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "llama" and config["num_key_value_heads"] == KV_HEADS
+    assert "rope_scaling" not in config  # as converter version 1 wrote it: the cache key holds
     assert config["tie_word_embeddings"] is False  # output.weight is in the file
     # F32: embedding, output, final norm, 4 layer norms, layer 0's 7 matrices; Q4_1: layer 1's 7
     assert config["lm_lab_gguf"]["tensor_types"] == {"F32": 14, "Q4_1": 7}
@@ -371,6 +443,8 @@ def write_truncated(path: Path) -> Path:
 
 
 ONES = np.ones(8, np.float32)
+RANDOM_FACTORS = np.random.default_rng(0).uniform(1, 8, 8).astype(np.float32)
+STEP_FACTORS = np.array([1, 1, 8, 8, 8, 8, 8, 8], np.float32)  # no blended band: not fixed
 BAD = {  # case -> (writes the file, the one line's text)
     "architecture": (
         lambda p: write_metadata_only(p, "gpt2"),
@@ -397,9 +471,32 @@ BAD = {  # case -> (writes the file, the one line's text)
         lambda p: write_gguf(p, rope_dims=8),
         "llama.rope.dimension_count=8 is not embedding_length / head_count = 16",
     ),
-    "rope scaling": (
-        lambda p: write_gguf(p, extra={"rope_freqs.weight": ONES}),
-        "rope scaling in a GGUF is not supported",
+    "rope factors": (
+        lambda p: write_gguf(p, extra={"rope_freqs.weight": RANDOM_FACTORS}),
+        "GGUF tensor rope_freqs.weight holds factors 1.116 to 7.389 that no llama3 parameters "
+        "give to 1e-06 relative: not Llama 3's rope scaling; lm_lab runs unscaled rope and "
+        "Llama 3's rope_freqs",
+    ),
+    "rope band": (
+        lambda p: write_gguf(p, extra={"rope_freqs.weight": STEP_FACTORS}),
+        "rope_freqs.weight has 0 factors between 1 and 8 (Llama 3's blended band); recovering "
+        "its rope scaling needs two",
+    ),
+    "rope length": (
+        lambda p: write_gguf(p, extra={"rope_freqs.weight": ONES[:4]}),
+        "rope_freqs.weight holds 4 factors, not head_dim / 2 = 8",
+    ),
+    "yarn": (
+        lambda p: write_gguf(p, meta={"add_rope_scaling_type": gguf.RopeScalingType.YARN}),
+        "llama.rope.scaling.type='yarn' is not supported; lm_lab runs unscaled rope and Llama 3's",
+    ),
+    "linear": (
+        lambda p: write_gguf(
+            p,
+            extra={"rope_freqs.weight": llama3_rope_freqs(**LLAMA3)},
+            meta={"add_rope_scaling_type": gguf.RopeScalingType.LINEAR},
+        ),
+        "llama.rope.scaling.type='linear' is not supported",
     ),
     "no embedding": (
         lambda p: write_gguf(p, skip=("token_embd.weight",)),
@@ -430,8 +527,10 @@ def test_a_missing_file_or_gguf_package_fails_in_one_line(tmp_path, monkeypatch)
         convert.converted(path)
 
 
-def test_generate_py_with_a_truncated_gguf_exits_2_with_one_line(tmp_path):
-    path = write_truncated(tmp_path / "cut.gguf")
+@pytest.mark.parametrize("case", ["truncated", "rope factors"])
+def test_generate_py_with_a_bad_gguf_exits_2_with_one_line(tmp_path, case):
+    write, message = BAD[case]
+    path = write(tmp_path / "bad.gguf")
     done = subprocess.run(
         [sys.executable, str(ROOT / "generate.py"), f"ckpt_path={path}",
          f"paths.log_dir={tmp_path / 'logs'}"],
@@ -439,4 +538,4 @@ def test_generate_py_with_a_truncated_gguf_exits_2_with_one_line(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not a readable GGUF file" in lines[0], done.stderr[-2000:]
+    assert len(lines) == 1 and message in lines[0], done.stderr[-2000:]

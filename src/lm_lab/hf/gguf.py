@@ -25,12 +25,14 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from torch import Tensor
 
 from lm_lab.data.sources.pydoc_corpus import default_cache_dir
+from lm_lab.hf.rope_freqs import ACCEPTED, llama3_scaling
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 CONVERTER_VERSION = 1  # part of the cache key: bump when the folder written changes
+ROPE_FREQS = "rope_freqs.weight"  # Llama 3's per-frequency rope factors: read, not a weight
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 MISTRAL = "MistralForCausalLM"  # llama.cpp writes Mistral models as architecture llama
 QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")
@@ -148,13 +150,15 @@ class GGUFFile:
                 f"{key}={path}: GGUF architecture {self.arch!r} is not supported; lm_lab "
                 f"converts {', '.join(ARCHITECTURES)} (Mistral files say llama)"
             )
-        self.tensors = {t.name: t for t in self.reader.tensors}
-        for tensor in self.tensors.values():
+        tensors = {t.name: t for t in self.reader.tensors}
+        for tensor in tensors.values():
             if tensor.tensor_type.name not in QUANTS:
                 raise ConfigError(
                     f"{key}={path}: tensor {tensor.name} is {tensor.tensor_type.name}; lm_lab "
                     f"converts {', '.join(QUANTS)} (re-quantize the model to one of them)"
                 )
+        self.rope_freqs = tensors.pop(ROPE_FREQS, None)  # config, not state: see rope_scaling
+        self.tensors = tensors  # the weights
 
     def _read(self) -> Any:
         from gguf import GGUFReader
@@ -181,17 +185,17 @@ class GGUFFile:
     def arch_field(self, name: str, default: Any = ...) -> Any:
         return self.field(f"{self.arch}.{name}", default)
 
-    def array(self, name: str) -> np.ndarray:
-        """The fp32 values of tensor `name`, (out, in) for matrices as Hugging Face stores them."""
+    def array(self, tensor: Any) -> np.ndarray:
+        """The fp32 values of a tensor, (out, in) for matrices as Hugging Face stores them."""
         from gguf.quants import dequantize
 
-        tensor = self.tensors[name]
         shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dims innermost first
         return dequantize(tensor.data, tensor.tensor_type).astype(np.float32).reshape(shape)
 
 
 def hf_config(f: GGUFFile) -> dict[str, Any]:
-    """config.json of the file's model; rope scaling and odd head sizes are refused."""
+    """config.json of the file's model; odd head sizes and rope scalings other than Llama 3's
+    are refused."""
     heads, width = int(f.arch_field("attention.head_count")), int(f.arch_field("embedding_length"))
     head_dim = width // heads
     for name in ("rope.dimension_count", "attention.key_length", "attention.value_length"):
@@ -200,8 +204,6 @@ def hf_config(f: GGUFFile) -> dict[str, Any]:
                 f"{f.key}={f.path}: {f.arch}.{name}={f.arch_field(name)} is not "
                 f"embedding_length / head_count = {head_dim}; lm_lab cannot run it"
             )
-    if f.arch_field("rope.scaling.type", "none") != "none" or "rope_freqs.weight" in f.tensors:
-        raise ConfigError(f"{f.key}={f.path}: rope scaling in a GGUF is not supported")
     if "token_embd.weight" not in f.tensors:
         raise ConfigError(f"{f.key}={f.path}: GGUF tensor token_embd.weight is missing")
     vocab = int(f.tensors["token_embd.weight"].shape[-1])  # embedding rows (GGUF: (D, V))
@@ -227,7 +229,31 @@ def hf_config(f: GGUFFile) -> dict[str, Any]:
     }
     if config["model_type"] != "llama":
         config |= {"sliding_window": None, "use_sliding_window": False}
+    if scaling := rope_scaling(f, head_dim, config["rope_theta"]):
+        config["rope_scaling"] = scaling  # absent otherwise: unscaled folders are as before
     return config | special_ids(f)
+
+
+def rope_scaling(f: GGUFFile, head_dim: int, base: float) -> dict[str, Any] | None:
+    """Llama 3.1+'s rope scaling, which llama.cpp stores only as rope_freqs.weight (see
+    rope_freqs.py); None for unscaled rope. Another `rope.scaling.type` is refused."""
+    kind = f.arch_field("rope.scaling.type", "none")
+    if kind != "none":
+        raise ConfigError(
+            f"{f.key}={f.path}: {f.arch}.rope.scaling.type={kind!r} is not supported; {ACCEPTED}"
+        )
+    if f.rope_freqs is None:
+        return None
+    try:
+        return llama3_scaling(
+            f.array(f.rope_freqs),
+            head_dim,
+            base,
+            factor=f.arch_field("rope.scaling.factor", None),
+            context=f.arch_field("rope.scaling.original_context_length", None),
+        )
+    except ValueError as err:
+        raise ConfigError(f"{f.key}={f.path}: GGUF tensor {ROPE_FREQS} {err}") from None
 
 
 def _architecture(f: GGUFFile) -> str:
@@ -287,7 +313,7 @@ def dequantized(f: GGUFFile, names: dict[str, str], config: dict[str, Any]) -> d
     heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
     out: dict[str, Tensor] = {}
     for name, target in names.items():
-        values = f.array(name)
+        values = f.array(f.tensors[name])
         part = name.split(".")[-2]
         if f.arch == "llama" and part in heads:  # llama.cpp permutes only llama's q/k
             values = unpermute(values, heads[part])
