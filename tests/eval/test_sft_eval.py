@@ -162,11 +162,11 @@ class ScriptedLM(nn.Module):
         embed = nn.Embedding(vocab, 4, padding_idx=0)
         self.backbone = SimpleNamespace(embed=embed, encoder=SimpleNamespace(max_len=None))
 
-    def step(self, ids, state, offset, n_pad=None):
+    def step(self, ids, state, offset, n_pad=None, last_only=False):
         rows, k = (ids[:, -1].tolist(), 0) if state is None else state  # k ids generated so far
         nxt = torch.tensor([self.script[row][k] for row in rows])  # (B,)
         logits = F.one_hot(nxt, self.vocab).float()[:, None]  # (B, 1, V)
-        return logits.expand(-1, ids.shape[1], -1), (rows, k + 1)
+        return logits.expand(-1, 1 if last_only else ids.shape[1], -1), (rows, k + 1)
 
 
 class Letters:
