@@ -36,6 +36,7 @@ from lm_lab.finetune.base import is_added  # noqa: E402
 from lm_lab.finetune.lora import LoRA  # noqa: E402
 from lm_lab.hf.folder import resolve  # noqa: E402
 from lm_lab.tasks.sampling import generate_ids  # noqa: E402
+from lm_lab.tasks.weight_layout import lay_out_for_decoding  # noqa: E402
 
 AGREE = 1e-4  # max |logit difference| for the two sides to count as the same computation
 TARGETS = ["q", "k", "v", "o"]  # LoRA on every attention projection, both sides
@@ -179,7 +180,8 @@ def icl_rate(module, queries: int, k: int = 8) -> dict[str, float]:
 def load_both(folder: Path) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
     """lm_lab's model and transformers' with eager and SDPA attention, loaded once."""
     module, _ = load_module(str(folder))
-    return module, {attn: hf_model(folder, attn) for attn in ("eager", "sdpa")}
+    hf = {attn: hf_model(folder, attn) for attn in ("eager", "sdpa")}
+    return lay_out_for_decoding(module), hf  # laid out as generate.py lays it out
 
 
 def measure(folder: Path, models: tuple, threads: int, repeats: int, size: dict, icl: bool) -> dict:

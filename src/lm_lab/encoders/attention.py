@@ -235,7 +235,8 @@ class SelfAttention(nn.Module):
         key = (_optimizer_steps[0], *((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors))
         if self._fused is None or self._fused[0] != key:
             with torch.no_grad(), torch.inference_mode(False):  # usable outside inference too
-                weight = torch.cat([p.weight for p in projs])  # (D + 2 Dkv, D)
+                # (D + 2 Dkv, D), stored (D, D + 2 Dkv): the layout decoding reads fastest
+                weight = torch.cat([p.weight.t() for p in projs], dim=1).t()
                 bias = None if self.q.bias is None else torch.cat([p.bias for p in projs])
             self._fused = (key, weight, bias)
         return self._fused[1], self._fused[2]
