@@ -22,9 +22,9 @@ from lm_lab.cli.config import apply_extras, send_logs_to_hydra
 from lm_lab.data.tokenization.chat import Message
 from lm_lab.data.tokenization.conversation import PlainTemplate, encode_prompt
 from lm_lab.data.tokenization.tokenizers import Tokenizer
+from lm_lab.tasks.decoding import prepare_for_decoding
 from lm_lab.tasks.metrics import LANGUAGE_MODELS
 from lm_lab.tasks.sampling import Cache, check_sampling, generate_completions, is_count
-from lm_lab.tasks.weight_layout import lay_out_for_decoding
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 
@@ -174,7 +174,7 @@ def load_lm(cfg: DictConfig, device: torch.device, dtype: torch.dtype | None) ->
             f"ckpt_path={cfg.ckpt_path}: a {module.task_name} checkpoint cannot generate text; "
             "use one trained with task=generate or task=sft"
         )
-    return lay_out_for_decoding(module.to(device))  # this process only generates
+    return prepare_for_decoding(module.to(device))  # this process only generates
 
 
 def chat_template(cfg: DictConfig, module: "LanguageModel") -> PlainTemplate | None:

@@ -169,6 +169,7 @@ class SelfAttention(nn.Module):
         self.o = _linear(d_model, d_model, bias)
         self.resid_drop = nn.Dropout(dropout)
         self._fused: tuple[tuple, Tensor, Tensor | None] | None = None  # see `_fused_qkv`
+        self.linear_kernel = F.linear  # the fused matmul; `prepare_for_decoding` may swap it
 
     def forward(
         self,
@@ -218,7 +219,7 @@ class SelfAttention(nn.Module):
             return self.q(x), self.k(x), self.v(x)
         weight, bias = fused
         sizes = [self.q.out_features, self.k.out_features, self.v.out_features]
-        return F.linear(x, weight, bias).split(sizes, -1)  # (B, T, D + 2 Dkv) split
+        return self.linear_kernel(x, weight, bias).split(sizes, -1)  # (B, T, D + 2 Dkv) split
 
     def _fused_qkv(self) -> tuple[Tensor, Tensor | None] | None:
         """The q, k, v weights (D + 2 Dkv, D) and biases stacked, or None where the three

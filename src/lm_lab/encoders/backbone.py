@@ -6,6 +6,7 @@ tasks that predict tokens (`lm_head=True`).
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lm_lab.encoders.base import Encoder, State
@@ -38,6 +39,7 @@ class Backbone(nn.Module):
         self.norm = encoder.final_norm()
         untied = lm_head and not getattr(encoder, "tie_embeddings", True)
         self.lm_head = nn.Linear(encoder.d_model, vocab_size, bias=False) if untied else None
+        self.linear_kernel = F.linear  # the head's matmul; `prepare_for_decoding` may swap it
 
     @property
     def d_model(self) -> int:
@@ -46,7 +48,7 @@ class Backbone(nn.Module):
     def logits(self, h: Tensor) -> Tensor:
         """Scores (..., V) of states h (..., D) over the vocabulary."""
         weight = self.embed.weight if self.lm_head is None else self.lm_head.weight  # (V, D)
-        return h @ weight.T
+        return self.linear_kernel(h, weight)
 
     def forward(
         self,

@@ -25,9 +25,9 @@ from lm_lab.data.sources.conversations import Conversation
 from lm_lab.data.tokenization.conversation import IGNORE, encode_conversation, encode_prompt
 from lm_lab.data.tokenization.tokenizers import Tokenizer
 from lm_lab.eval.sft_scores import Scored, by_kind
+from lm_lab.tasks.decoding import prepare_for_decoding
 from lm_lab.tasks.metrics import LANGUAGE_MODELS
 from lm_lab.tasks.sampling import generate_completions, is_count
-from lm_lab.tasks.weight_layout import lay_out_for_decoding
 from lm_lab.utils.errors import ConfigError
 from lm_lab.utils.logging import get_logger
 from lm_lab.utils.markdown import markdown_table
@@ -166,7 +166,7 @@ def write_outputs(out_dir: Path, rows: list[Scored], prompts: list[str], table: 
 
 def run(module: Any, saved: DictConfig, data: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     """`python eval.py mode=sft ...`: the scores by kind, also as sft.md and samples.jsonl."""
-    model = lay_out_for_decoding(check_module(module, cfg).eval())  # it only generates
+    model = prepare_for_decoding(check_module(module, cfg).eval())  # it only generates
     template = template_of(model, cfg)
     conversations = held_out(data, cfg)
     rows, prompts = score(model, conversations, template, cfg.sft)
