@@ -109,6 +109,7 @@ def test_the_token_count_is_the_ids_generated(byte_checkpoint, compose, tmp_path
         ("temperature=hot", "temperature=hot: must be a finite number >= 0 (0 = greedy)"),
         ("top_p=1.5", "top_p=1.5: must be in (0, 1]"),
         ("seed=abc", "seed=abc: must be an integer"),
+        ("onednn=yes", "onednn=yes: must be true or false"),
         ("num_samples=true", "num_samples=True: must be an integer >= 1"),
         ("num_samples=0", "num_samples=0: must be an integer >= 1"),
         ("device=gpu0", "device=gpu0: not a device; use auto, cpu or cuda (cuda:<index>)"),

@@ -132,10 +132,13 @@ def test_the_fused_qkv_stack_is_in_the_decoding_layout():
     assert torch.equal(stack, torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]))
 
 
-def test_generate_py_loads_its_model_prepared(compose, tmp_path):
+@pytest.mark.parametrize("onednn", [True, False])
+def test_generate_py_loads_its_model_prepared(compose, tmp_path, onednn):
     path = trained_lm(compose, tmp_path, "char", batches=1)
-    loaded = load_lm(OmegaConf.create({"ckpt_path": str(path)}), torch.device("cpu"), None)
+    cfg = OmegaConf.create({"ckpt_path": str(path), "onednn": onednn})
+    loaded = load_lm(cfg, torch.device("cpu"), None)
     assert weights(loaded) and all(is_decoding_layout(w) for w in weights(loaded))
     with torch.no_grad():
         ops = op_counts(lambda: loaded(torch.tensor([[1, 2, 3]])))
-    assert not onednn_works() or (ONEDNN in ops and not MATMULS & set(ops))
+    on = onednn and onednn_works()
+    assert (ONEDNN in ops) == on and bool(MATMULS & set(ops)) != on
