@@ -133,8 +133,17 @@ def lora_child(side: str, folder: str, threads: int, size: dict, queue: mp.Queue
     torch.set_num_threads(threads)
     train_step, tokens = lora_step(side, folder, size)
     seconds = median_seconds(train_step, size["train_steps"])
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((tokens / seconds, rss_mb))
+    queue.put((tokens / seconds, own_peak_rss_mb()))
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM on Linux, since `ru_maxrss` keeps the parent's figure
+    across the spawn's exec (a parent holding four models would read as every child's peak)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def lora_rows(folder: Path, threads: int, size: dict) -> dict:
