@@ -112,7 +112,7 @@ def check_settings(cfg: DictConfig) -> None:
     check_sampling(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
     if not is_count(cfg.seed):
         raise ConfigError(f"seed={cfg.seed}: must be an integer")
-    if not isinstance(cfg.get("onednn", True), bool):
+    if not isinstance(cfg.onednn, bool):
         raise ConfigError(f"onednn={cfg.onednn}: must be true or false")
 
 
@@ -176,7 +176,7 @@ def load_lm(cfg: DictConfig, device: torch.device, dtype: torch.dtype | None) ->
             f"ckpt_path={cfg.ckpt_path}: a {module.task_name} checkpoint cannot generate text; "
             "use one trained with task=generate or task=sft"
         )
-    return prepare_for_decoding(module.to(device), cfg.get("onednn", True))  # only generates
+    return prepare_for_decoding(module.to(device), cfg.onednn)  # a process that only generates
 
 
 def chat_template(cfg: DictConfig, module: "LanguageModel") -> PlainTemplate | None:
